@@ -1,0 +1,36 @@
+"""The `hub` command. Each area keeps its commands in its own module here; this file only
+lists them, so `hub --help` shows everything and a newcomer finds each command by name."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from hub import __version__
+
+# name -> "module:attribute". Imported lazily so `hub serial ports` does not load FastAPI.
+COMMANDS: dict[str, str] = {}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            module, attr = COMMANDS[cmd_name].split(":")
+            command = getattr(importlib.import_module(module), attr)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hub")
+def cli() -> None:
+    """Telemetry hub: ESPHome air-quality nodes and RC ESC/LiPo telemetry, stored and alerting."""
+
+
+def main() -> None:
+    cli(prog_name="hub")
