@@ -35,7 +35,7 @@ class Reading:
     value: float
     timestamp_ms: int
     unit: str | None = None
-    tags: Mapping[str, str] = field(default=_EMPTY_TAGS)
+    tags: Mapping[str, str] = field(default_factory=lambda: _EMPTY_TAGS)
     source: str = "mqtt"
 
 
