@@ -66,7 +66,9 @@ def number(value: Any, what: str) -> float:
         if math.isfinite(result):
             return result
         raise Rejected(reject.NOT_A_NUMBER, f"{what} is {value!r}, not a finite number")
-    raise Rejected(reject.NOT_A_NUMBER, f"{what} is {value!r} ({type(value).__name__}), not a number")
+    raise Rejected(
+        reject.NOT_A_NUMBER, f"{what} is {value!r} ({type(value).__name__}), not a number"
+    )
 
 
 def check_timestamp(ts_ms: int, now_ms: int) -> int:
@@ -90,14 +92,18 @@ def parse_timestamp(obj: Mapping[str, Any], default_ms: int, now_ms: int) -> int
         try:
             parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
-            raise Rejected(reject.NOT_A_NUMBER, f"ts {raw!r} is neither Unix seconds nor ISO-8601") from None
+            raise Rejected(
+                reject.NOT_A_NUMBER, f"ts {raw!r} is neither Unix seconds nor ISO-8601"
+            ) from None
         if parsed.tzinfo is None:
             raise Rejected(reject.BAD_TIMESTAMP, f"ts {raw!r} has no time zone")
-        return check_timestamp(int(round(parsed.timestamp() * 1000)), now_ms)
+        return check_timestamp(round(parsed.timestamp() * 1000), now_ms)
     seconds = number(raw, "ts")
     if abs(seconds) > 1e11:  # milliseconds given as seconds: 300 years ahead, refuse clearly
-        raise Rejected(reject.BAD_TIMESTAMP, f"ts {raw!r} is not Unix seconds (use ts_ms for milliseconds)")
-    return check_timestamp(int(round(seconds * 1000)), now_ms)
+        raise Rejected(
+            reject.BAD_TIMESTAMP, f"ts {raw!r} is not Unix seconds (use ts_ms for milliseconds)"
+        )
+    return check_timestamp(round(seconds * 1000), now_ms)
 
 
 def loads_object(payload: bytes) -> dict[str, Any]:
@@ -108,13 +114,17 @@ def loads_object(payload: bytes) -> dict[str, Any]:
         try:
             text = payload.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise Rejected(reject.INVALID_UTF8, f"payload is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+            raise Rejected(
+                reject.INVALID_UTF8, f"payload is not UTF-8 ({exc.reason} at byte {exc.start})"
+            ) from None
         try:  # the stdlib reads NaN/Infinity, so such a value is named precisely below
             obj = json.loads(text)
         except ValueError as exc:
             raise Rejected(reject.INVALID_JSON, f"payload is not JSON: {exc}") from None
     if not isinstance(obj, dict):
-        raise Rejected(reject.NOT_AN_OBJECT, f"payload is a JSON {type(obj).__name__}, expected an object")
+        raise Rejected(
+            reject.NOT_AN_OBJECT, f"payload is a JSON {type(obj).__name__}, expected an object"
+        )
     return obj
 
 
@@ -172,7 +182,10 @@ def decode(
     check_device(device)
     obj = loads_object(payload)
     if "device" in obj and obj["device"] != device:
-        raise Rejected(reject.BAD_NAME, f"payload device {obj['device']!r} differs from topic device {device!r}")
+        raise Rejected(
+            reject.BAD_NAME,
+            f"payload device {obj['device']!r} differs from topic device {device!r}",
+        )
     source = obj.get("source", "mqtt")
     if not isinstance(source, str):
         raise Rejected(reject.NOT_AN_OBJECT, "source must be a string")
@@ -189,11 +202,16 @@ def decode(
     else:
         _sample(device, obj, units, tags, source, received_ms, now_ms, readings, events)
     if not readings and not events:
-        raise Rejected(reject.MISSING_FIELD, "no values: give 'values', 'metric'+'value', 'samples' or 'events'")
+        raise Rejected(
+            reject.MISSING_FIELD,
+            "no values: give 'values', 'metric'+'value', 'samples' or 'events'",
+        )
     return readings, events
 
 
-def encode(readings: Iterable[Reading], events: Iterable[Event] = (), source: str | None = None) -> bytes:
+def encode(
+    readings: Iterable[Reading], events: Iterable[Event] = (), source: str | None = None
+) -> bytes:
     """One hub JSON message for readings of one device (grouped into samples by instant).
 
     Used by every bridge, so what a bridge publishes is exactly what `decode` reads.

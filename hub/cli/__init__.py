@@ -10,7 +10,13 @@ import click
 from hub import __version__
 
 # name -> "module:attribute". Imported lazily so `hub serial ports` does not load FastAPI.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "run": "hub.cli.run:run",
+    "status": "hub.cli.status:status",
+    "query": "hub.cli.status:query",
+    "config": "hub.cli.config_cmd:config_group",
+    "simulate": "hub.cli.simulate:simulate",
+}
 
 
 class LazyGroup(click.Group):

@@ -1,0 +1,86 @@
+"""Pieces every command shares: the --config option and friendly config errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from hub.config import HubConfig
+from hub.config.base import parse_duration
+from hub.config.loader import ConfigError, load_config
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+err_console = Console(stderr=True)
+
+
+def config_option(func: F) -> F:
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="HUB_CONFIG",
+        default=None,
+        help="hub.yaml to use (default: ./hub.yaml when it exists, else the embedded defaults).",
+    )(func)
+
+
+def resolve_config_path(config_path: Path | None) -> Path | None:
+    if config_path is not None:
+        return config_path
+    default = Path("hub.yaml")
+    return default if default.exists() else None
+
+
+def load_or_exit(
+    config_path: Path | None, overrides: Mapping[tuple[str, ...], Any] | None = None
+) -> HubConfig:
+    try:
+        return load_config(resolve_config_path(config_path), overrides=overrides)
+    except ConfigError as exc:
+        err_console.print(
+            f"[bold red]Configuration error[/] ({len(exc.issues)} problem{'s' if len(exc.issues) > 1 else ''}):"
+        )
+        for issue in exc.issues:
+            err_console.print(f"  {issue}", markup=False, highlight=False)
+        sys.exit(2)
+
+
+def parse_since(value: str, now: float | None = None) -> int:
+    """'1h' (ago), an ISO time or Unix seconds -> Unix milliseconds."""
+    now = time.time() if now is None else now
+    try:
+        return int((now - parse_duration(value)) * 1000)
+    except ValueError:
+        pass
+    try:
+        from datetime import datetime
+
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return int(parsed.timestamp() * 1000)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: use a duration like 1h / 7d, or an ISO time"
+        ) from None
+
+
+def store_path_or_exit(config: HubConfig) -> Path:
+    path = config.store_path
+    if not path.exists():
+        err_console.print(
+            f"No store at {path} yet: start the hub with 'hub run' first (data_dir: {config.data_dir})."
+        )
+        sys.exit(1)
+    return path
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

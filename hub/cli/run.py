@@ -1,0 +1,71 @@
+"""`hub run`: the hub in the foreground until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from hub.bus.broker import BrokerError
+from hub.bus.mqtt import MqttConnectError
+from hub.cli.common import config_option, load_or_exit
+from hub.logs import setup_logging
+from hub.service import run_hub
+
+log = logging.getLogger("hub")
+
+
+@click.command()
+@config_option
+@click.option("--log-json", is_flag=True, default=None, help="Log one JSON object per line.")
+@click.option(
+    "--simulate/--no-simulate",
+    default=None,
+    help="Feed simulated air-quality nodes and a buggy (demo).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Override data_dir.",
+)
+@click.option(
+    "--broker", "broker_url", default=None, help="Override broker.url (mqtt://host:port)."
+)
+def run(
+    config_path: Path | None,
+    log_json: bool | None,
+    simulate: bool | None,
+    data_dir: Path | None,
+    broker_url: str | None,
+) -> None:
+    """Run the hub: ingest, store, and (with --simulate) a demo feed."""
+    overrides: dict[tuple[str, ...], object] = {}
+    if simulate is not None:
+        overrides[("simulate", "enabled")] = simulate
+    if data_dir is not None:
+        overrides[("data_dir",)] = str(data_dir)
+    if broker_url is not None:
+        overrides[("broker", "url")] = broker_url
+    config = load_or_exit(config_path, overrides)
+    setup_logging(config.log, log_json)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_hub(config, stop)
+
+    try:
+        asyncio.run(main())
+    except BrokerError as exc:
+        log.error("%s", exc)
+        sys.exit(3)
+    except MqttConnectError as exc:
+        log.error("Cannot connect to the MQTT broker: %s", exc)
+        sys.exit(3)

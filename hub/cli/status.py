@@ -1,0 +1,180 @@
+"""`hub status` and `hub query`: read the running hub's status file and the store."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from hub.cli.common import config_option, load_or_exit, parse_since, store_path_or_exit
+from hub.service import STATUS_FILE
+from hub.store.sqlite import Store
+
+console = Console()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fmt_ts(ms: int | float | None) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@click.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
+def status(config_path: Path | None, as_json: bool) -> None:
+    """Connection state, message rates, store size and error counters of the hub."""
+    config = load_or_exit(config_path)
+    status_file = config.data_dir / STATUS_FILE
+    data: dict[str, Any] = {}
+    if status_file.exists():
+        data = orjson.loads(status_file.read_bytes())
+    running = bool(data) and data.get("state") == "running" and _alive(int(data.get("pid", 0)))
+    counts: dict[str, int] = {}
+    dead: dict[str, int] = {}
+    if config.store_path.exists():
+        store = Store(config.store_path)
+        try:
+            counts = store.counts()
+            dead = store.dead_letter_counts()
+        finally:
+            store.close()
+    if as_json:
+        click.echo(
+            orjson.dumps(
+                {"running": running, "status": data, "store": counts, "dead_letters": dead},
+                option=orjson.OPT_INDENT_2,
+            ).decode()
+        )
+        return
+    if not data:
+        console.print(
+            f"The hub has not run with data_dir {config.data_dir} yet. Start it with [bold]hub run[/]."
+        )
+        sys.exit(1)
+    broker, ingest, store_info = data["broker"], data["ingest"], data["store"]
+    age = time.time() - data["updated_at"]
+    state = (
+        "[green]running[/]"
+        if running
+        else f"[red]{data.get('state') if data.get('state') != 'running' else 'not running'}[/]"
+    )
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_row(
+        "Hub", f"{state} (pid {data['pid']}, status {age:.0f} s old, version {data['version']})"
+    )
+    table.add_row(
+        "Broker",
+        f"{broker['url']} {'(managed)' if broker['managed'] else ''} - {broker['state']}, MQTT {broker.get('protocol') or '?'}, {broker.get('connects', 0)} connects",
+    )
+    table.add_row(
+        "Messages",
+        f"{ingest.get('messages', 0)} received, {ingest.get('messages_per_s', 0)} /s now",
+    )
+    table.add_row(
+        "Readings",
+        f"{ingest.get('readings_stored', 0)} stored, {ingest.get('duplicates', 0)} duplicates skipped, {ingest.get('events', 0)} events",
+    )
+    rejected = ingest.get("rejected") or {}
+    table.add_row("Rejected", ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items())) or "none")
+    size_mb = store_info.get("size_bytes", 0) / 1e6
+    table.add_row(
+        "Store",
+        f"{store_info['path']} ({size_mb:.1f} MB, {counts.get('series', 0)} series, {counts.get('samples', 0)} samples)",
+    )
+    table.add_row("Dead letters", ", ".join(f"{k}: {v}" for k, v in sorted(dead.items())) or "none")
+    console.print(table)
+
+
+@click.command()
+@config_option
+@click.argument("metric")
+@click.option("--device", "-d", default=None, help="Only this device.")
+@click.option(
+    "--since",
+    default="1h",
+    show_default=True,
+    help="Start: a duration ago (10m, 1h, 7d) or an ISO time.",
+)
+@click.option("--until", default=None, help="End: a duration ago or an ISO time (default: now).")
+@click.option(
+    "--points",
+    default=20,
+    show_default=True,
+    help="At most this many points per series (downsampled).",
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+def query(
+    config_path: Path | None,
+    metric: str,
+    device: str | None,
+    since: str,
+    until: str | None,
+    points: int,
+    as_json: bool,
+) -> None:
+    """Print METRIC's samples (per device and series) as a table."""
+    config = load_or_exit(config_path)
+    store = Store(store_path_or_exit(config))
+    try:
+        end = parse_since(until) if until else int(time.time() * 1000)
+        results = store.query(metric, device, parse_since(since), end, points)
+    finally:
+        store.close()
+    if not results:
+        console.print(
+            f"No series for metric {metric!r}{f' on {device!r}' if device else ''}. `hub query` needs a metric name like pm2_5, co2, pack_voltage."
+        )
+        sys.exit(1)
+    for result in results:
+        info = result.series
+        if as_json:
+            for p in result.points:
+                click.echo(
+                    orjson.dumps(
+                        {
+                            "device": info.device,
+                            "metric": info.metric,
+                            "tags": info.tags,
+                            "ts": p.ts,
+                            "mean": p.mean,
+                            "min": p.min,
+                            "max": p.max,
+                            "count": p.count,
+                            "unit": info.unit,
+                        }
+                    ).decode()
+                )
+            continue
+        tags = ",".join(f"{k}={v}" for k, v in info.tags.items())
+        table = Table(
+            title=f"{info.device} {info.metric}{f' [{tags}]' if tags else ''} ({info.unit or 'no unit'}, {result.resolution})"
+        )
+        table.add_column("time")
+        table.add_column("mean", justify="right")
+        table.add_column("min", justify="right")
+        table.add_column("max", justify="right")
+        table.add_column("samples", justify="right")
+        for p in result.points:
+            table.add_row(
+                _fmt_ts(p.ts), f"{p.mean:.3f}", f"{p.min:.3f}", f"{p.max:.3f}", str(p.count)
+            )
+        console.print(table)

@@ -1,0 +1,241 @@
+"""The ingest core: MQTT batch -> decode -> derive -> one store transaction -> ack.
+
+At-least-once end to end: a QoS 1 message is acknowledged to the broker only after what it
+carried (readings, events, or its dead letter) is committed. Decoding and the commit run in
+one dedicated store thread, so the asyncio loop stays free and the SQLite connection is only
+ever used from that thread; while one batch commits, paho's thread queues the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+import orjson
+
+from hub.bus import esphome
+from hub.bus.mqtt import Message, MqttConnection
+from hub.bus.reject import Rejected
+from hub.bus.router import Router
+from hub.model import Event, Reading
+from hub.store.sqlite import Batch, DeadLetter, Store, message_digest
+
+log = logging.getLogger(__name__)
+
+INTERNAL_ERROR = "internal_error"
+T = TypeVar("T")
+
+
+class Deriver(Protocol):
+    """A stateful, pure filter: readings in, derived readings out (AQI, LiPo, sessions)."""
+
+    def feed(self, readings: Sequence[Reading]) -> list[Reading]: ...
+
+
+@dataclass(slots=True)
+class Committed:
+    """What one batch stored, handed to listeners (alerts, live feed) after the commit."""
+
+    readings: list[Reading]
+    events: list[Event]
+    availability: list[tuple[str, bool, int]]
+    committed_ms: int
+
+
+@dataclass
+class IngestStats:
+    messages: int = 0
+    batches: int = 0
+    readings_stored: int = 0
+    duplicates: int = 0
+    derived: int = 0
+    events: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    last_batch_size: int = 0
+    last_commit_ms: float = 0.0
+    started_at: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, object]:
+        data = dataclasses.asdict(self)
+        data["rejected"] = dict(self.rejected)
+        data["rejected_total"] = sum(self.rejected.values())
+        return data
+
+
+Listener = Callable[[Committed], None]
+
+
+class IngestCore:
+    def __init__(
+        self,
+        connection: MqttConnection,
+        store: Store,
+        router: Router,
+        *,
+        batch_max: int = 5000,
+        derivers: Sequence[Deriver] = (),
+    ) -> None:
+        self.connection = connection
+        self.store = store
+        self.router = router
+        self.batch_max = batch_max
+        self.derivers = list(derivers)
+        self.listeners: list[Listener] = []
+        self.stats = IngestStats()
+        # One thread owns the SQLite writer connection and the router's entity map.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-store")
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._busy = False
+        self._loaded = False
+
+    def load_state(self) -> None:
+        """Entities learnt from ESPHome discovery in earlier runs (before the stream starts)."""
+        for state_topic, _, entity_json in self.store.load_entities():
+            try:
+                self.router.entities[state_topic] = esphome.Entity(**orjson.loads(entity_json))
+            except (TypeError, ValueError):
+                log.warning(
+                    "Ignoring a stored ESPHome entity that no longer parses: %s", state_topic
+                )
+        self._loaded = True
+
+    def start(self) -> None:
+        if not self._loaded:
+            self.load_state()
+        self._task = asyncio.create_task(self._run(), name="hub-ingest")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand (commit + ack), then stop taking new ones."""
+        self._stopping = True
+        if self._task is not None:
+            if not self._busy:
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=True)
+
+    async def call(self, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn` in the store thread (rollups, retention, replays share the writer)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            batch = await self.connection.next_batch(self.batch_max)
+            # While busy, stop() waits instead of cancelling: the batch in hand commits and is acked.
+            self._busy = True
+            committed = await loop.run_in_executor(self._executor, self.process, batch)
+            self.connection.ack(batch)
+            for listener in self.listeners:
+                try:
+                    listener(committed)
+                except Exception:
+                    log.exception("Ingest listener %r failed", listener)
+            self._busy = False
+
+    def process(self, messages: Sequence[Message]) -> Committed:
+        """Decode, derive and commit one batch (store thread). Never raises on bad input."""
+        now_ms = time.time_ns() // 1_000_000
+        batch = Batch()
+        rejected = self.stats.rejected
+        router = self.router
+        store = self.store
+        for message in messages:
+            try:
+                if message.dup and message.qos:
+                    earlier = store.receipt(
+                        message.mid, message_digest(message.topic, message.payload)
+                    )
+                    if earlier is not None:
+                        message = dataclasses.replace(message, received_ms=earlier)
+                decoded = router.decode(message, now_ms)
+            except Rejected as exc:
+                rejected[exc.reason] += 1
+                batch.dead_letters.append(
+                    DeadLetter(
+                        message.received_ms,
+                        "mqtt",
+                        message.topic,
+                        exc.reason,
+                        exc.detail,
+                        message.payload,
+                    )
+                )
+                if rejected[exc.reason] == 1:
+                    log.warning(
+                        "Rejected a message on %r: %s (further ones are counted)",
+                        message.topic[:200],
+                        exc.detail,
+                    )
+                continue
+            except Exception as exc:  # a codec bug must not stop ingest or lose the message
+                rejected[INTERNAL_ERROR] += 1
+                log.exception("Codec failed on topic %r", message.topic[:200])
+                batch.dead_letters.append(
+                    DeadLetter(
+                        message.received_ms,
+                        "mqtt",
+                        message.topic,
+                        INTERNAL_ERROR,
+                        repr(exc),
+                        message.payload,
+                    )
+                )
+                continue
+            if decoded.readings:
+                batch.readings.extend(decoded.readings)
+            if decoded.events:
+                batch.events.extend(decoded.events)
+            if decoded.availability:
+                batch.availability.extend(decoded.availability)
+            if decoded.devices:
+                batch.devices.extend(decoded.devices)
+            for found in decoded.discoveries:
+                if found.entity is not None:
+                    entity_json = orjson.dumps(dataclasses.asdict(found.entity)).decode()
+                    batch.entities.append(
+                        (found.entity.state_topic, found.config_topic, entity_json)
+                    )
+                else:
+                    batch.entities.append(("", found.config_topic, None))
+            if not decoded.has_own_timestamp and message.qos:
+                batch.receipts.append(
+                    (
+                        message.mid,
+                        message_digest(message.topic, message.payload),
+                        message.received_ms,
+                    )
+                )
+        if self.derivers and batch.readings:
+            derived: list[Reading] = []
+            for deriver in self.derivers:
+                try:
+                    derived.extend(deriver.feed(batch.readings))
+                except Exception:
+                    log.exception(
+                        "Deriver %r failed; its outputs for this batch are skipped", deriver
+                    )
+            self.stats.derived += len(derived)
+            batch.readings.extend(derived)
+        started = time.perf_counter()
+        result = store.commit(batch)
+        stats = self.stats
+        stats.last_commit_ms = (time.perf_counter() - started) * 1000
+        stats.messages += len(messages)
+        stats.batches += 1
+        stats.last_batch_size = len(messages)
+        stats.readings_stored += result.stored
+        stats.duplicates += result.duplicates
+        stats.events += result.events
+        return Committed(
+            batch.readings, batch.events, batch.availability, time.time_ns() // 1_000_000
+        )

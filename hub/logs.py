@@ -1,0 +1,42 @@
+"""Logging set-up for `hub run`: human lines by default, JSON lines on request."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import orjson
+
+from hub.config import LogConfig
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def setup_logging(config: LogConfig, json_lines: bool | None = None) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if json_lines if json_lines is not None else config.json_lines:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.level.upper())
+    # paho logs every packet at DEBUG; keep it quiet unless asked for by name.
+    logging.getLogger("hub.bus.paho").setLevel(logging.WARNING)
+    for name, level in config.levels.items():
+        logging.getLogger(name).setLevel(level.upper())

@@ -1,0 +1,652 @@
+"""The embedded time-series store: SQLite in WAL mode, no set-up.
+
+Tables: `series` (catalog: device, metric, tags, unit, last value), `samples` keyed by
+(series, timestamp) so a redelivered message lands on its own row again instead of beside
+it, `rollup_1m` and `rollup_1h` (min/max/sum/count) for long ranges, `events` for text states,
+`devices`, `dead_letters` (what was refused, with the reason and the raw payload),
+`esphome_entities` (what discovery taught us; it must survive restarts because queued
+states arrive before the retained discovery is re-sent), `mqtt_receipts` (receive times of
+the last messages per packet id, so a message redelivered after a crash gets the same
+timestamp and deduplicates even when its payload carries none).
+
+All writes of one batch go in one transaction (`commit`). One connection, used from one
+thread at a time (the ingest core's store thread); readers open their own connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from hub.model import DeviceInfo, Event, Reading
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    tags TEXT NOT NULL DEFAULT '',
+    unit TEXT,
+    source TEXT,
+    first_ts INTEGER,
+    last_ts INTEGER,
+    last_value REAL,
+    UNIQUE (device, metric, tags)
+);
+CREATE INDEX IF NOT EXISTS series_metric ON series (metric, device);
+CREATE TABLE IF NOT EXISTS samples (
+    series_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (series_id, ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_1m (
+    series_id INTEGER NOT NULL, bucket INTEGER NOT NULL,
+    min REAL NOT NULL, max REAL NOT NULL, sum REAL NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (series_id, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_1h (
+    series_id INTEGER NOT NULL, bucket INTEGER NOT NULL,
+    min REAL NOT NULL, max REAL NOT NULL, sum REAL NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (series_id, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_dirty (series_id INTEGER PRIMARY KEY, from_ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL, name TEXT NOT NULL, text TEXT NOT NULL,
+    ts INTEGER NOT NULL, source TEXT,
+    UNIQUE (device, name, ts)
+);
+CREATE TABLE IF NOT EXISTS devices (
+    name TEXT PRIMARY KEY,
+    source TEXT, kind TEXT,
+    manufacturer TEXT, model TEXT, sw_version TEXT, identifiers TEXT,
+    first_seen INTEGER, last_seen INTEGER,
+    online INTEGER, availability_ts INTEGER
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    received_ts INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    topic TEXT,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    payload BLOB,
+    replayed_ts INTEGER
+);
+CREATE INDEX IF NOT EXISTS dead_letters_reason ON dead_letters (reason, id);
+CREATE TABLE IF NOT EXISTS esphome_entities (
+    state_topic TEXT PRIMARY KEY,
+    config_topic TEXT NOT NULL,
+    entity TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mqtt_receipts (
+    mid INTEGER PRIMARY KEY,
+    digest INTEGER NOT NULL,
+    received_ts INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    received_ms: int
+    source: str
+    topic: str | None
+    reason: str
+    detail: str
+    payload: bytes | None
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything one transaction writes."""
+
+    readings: list[Reading] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    devices: list[DeviceInfo] = field(default_factory=list)
+    availability: list[tuple[str, bool, int]] = field(default_factory=list)
+    entities: list[tuple[str, str, str | None]] = field(
+        default_factory=list
+    )  # state, config, json|None
+    receipts: list[tuple[int, int, int]] = field(default_factory=list)  # mid, digest, received
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    stored: int
+    duplicates: int
+    events: int
+    dead_letters: int
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesInfo:
+    id: int
+    device: str
+    metric: str
+    tags: Mapping[str, str]
+    unit: str | None
+    source: str | None
+    first_ts: int | None
+    last_ts: int | None
+    last_value: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One bucket of a query: time (ms), mean, min, max and how many samples it holds."""
+
+    ts: int
+    mean: float
+    min: float
+    max: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPoints:
+    series: SeriesInfo
+    resolution: str  # raw, 1m, 1h
+    points: list[Point]
+
+
+def message_digest(topic: str, payload: bytes) -> int:
+    return zlib.crc32(payload, zlib.crc32(topic.encode())) ^ (len(payload) << 32)
+
+
+def tags_key(tags: Mapping[str, str]) -> str:
+    if not tags:
+        return ""
+    return orjson.dumps(dict(sorted(tags.items()))).decode()
+
+
+def connect(path: Path, synchronous: str = "full", readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=10
+        )
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute("PRAGMA cache_size=-32000")
+    return conn
+
+
+class Store:
+    """The hub's SQLite store. Writes through `commit`; queries for the CLI and the API."""
+
+    def __init__(self, path: Path, synchronous: str = "full") -> None:
+        self.path = Path(path)
+        self.conn = connect(self.path, synchronous)
+        self._lock = threading.RLock()
+        self._migrate()
+        self._series: dict[tuple[str, str, str], int] = {}
+        self._last: dict[int, tuple[int, float]] = {}
+        for row in self.conn.execute("SELECT id, device, metric, tags FROM series"):
+            self._series[(row[1], row[2], row[3])] = row[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    def _migrate(self) -> None:
+        with self._lock:
+            self.conn.executescript(_SCHEMA)
+            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                self.conn.execute(
+                    "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} was written by a newer hub (schema {row[0]} > {SCHEMA_VERSION})"
+                )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def _series_id(self, conn: sqlite3.Connection, r: Reading) -> int:
+        key = (r.device, r.metric, tags_key(r.tags))
+        series_id = self._series.get(key)
+        if series_id is None:
+            conn.execute(
+                "INSERT OR IGNORE INTO series (device, metric, tags, unit, source, first_ts) VALUES (?,?,?,?,?,?)",
+                (*key, r.unit, r.source, r.timestamp_ms),
+            )
+            series_id = conn.execute(
+                "SELECT id FROM series WHERE device=? AND metric=? AND tags=?", key
+            ).fetchone()[0]
+            self._series[key] = series_id
+        return series_id
+
+    def commit(self, batch: Batch) -> CommitResult:
+        """Write a whole batch in one transaction; returns what was new."""
+        with self.transaction() as conn:
+            return self._write(conn, batch)
+
+    def _write(self, conn: sqlite3.Connection, batch: Batch) -> CommitResult:
+        rows = []
+        dirty: dict[int, int] = {}
+        touched_devices: dict[str, int] = {}
+        last = self._last
+        series_cache = self._series
+        for r in batch.readings:
+            key = (r.device, r.metric, tags_key(r.tags) if r.tags else "")
+            series_id = series_cache.get(key)
+            if series_id is None:
+                series_id = self._series_id(conn, r)
+            ts = r.timestamp_ms
+            rows.append((series_id, ts, r.value))
+            if ts < dirty.get(series_id, ts + 1):
+                dirty[series_id] = ts
+            previous = last.get(series_id)
+            if previous is None or ts >= previous[0]:
+                last[series_id] = (ts, r.value)
+            if ts > touched_devices.get(r.device, 0):
+                touched_devices[r.device] = ts
+        before = conn.total_changes
+        conn.executemany(
+            "INSERT OR IGNORE INTO samples (series_id, ts, value) VALUES (?,?,?)", rows
+        )
+        stored = conn.total_changes - before
+        if dirty:
+            conn.executemany(
+                "INSERT INTO rollup_dirty (series_id, from_ts) VALUES (?,?) "
+                "ON CONFLICT (series_id) DO UPDATE SET from_ts=min(from_ts, excluded.from_ts)",
+                dirty.items(),
+            )
+            conn.executemany(
+                "UPDATE series SET last_ts=?, last_value=? WHERE id=? AND (last_ts IS NULL OR last_ts<=?)",
+                [(last[s][0], last[s][1], s, last[s][0]) for s in dirty],
+            )
+        events = 0
+        if batch.events:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO events (device, name, text, ts, source) VALUES (?,?,?,?,?)",
+                [(e.device, e.name, e.text, e.timestamp_ms, e.source) for e in batch.events],
+            )
+            events = conn.total_changes - before
+            for e in batch.events:
+                if e.timestamp_ms > touched_devices.get(e.device, 0):
+                    touched_devices[e.device] = e.timestamp_ms
+        for device in batch.devices:
+            conn.execute(
+                "INSERT INTO devices (name, source, kind, manufacturer, model, sw_version, identifiers) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (name) DO UPDATE SET source=excluded.source, "
+                "kind=excluded.kind, manufacturer=coalesce(excluded.manufacturer, manufacturer), "
+                "model=coalesce(excluded.model, model), sw_version=coalesce(excluded.sw_version, sw_version), "
+                "identifiers=excluded.identifiers",
+                (device.name, device.source, device.kind, device.manufacturer, device.model,
+                 device.sw_version, ",".join(device.identifiers)),
+            )  # fmt: skip
+        if touched_devices:
+            conn.executemany(
+                "INSERT INTO devices (name, first_seen, last_seen) VALUES (?1,?2,?2) "
+                "ON CONFLICT (name) DO UPDATE SET last_seen=max(coalesce(last_seen, 0), excluded.last_seen), "
+                "first_seen=coalesce(first_seen, excluded.first_seen)",
+                touched_devices.items(),
+            )
+        for name, online, ts in batch.availability:
+            conn.execute(
+                "INSERT INTO devices (name, online, availability_ts) VALUES (?,?,?) "
+                "ON CONFLICT (name) DO UPDATE SET online=excluded.online, availability_ts=excluded.availability_ts",
+                (name, int(online), ts),
+            )
+        for state_topic, config_topic, entity_json in batch.entities:
+            if entity_json is None:
+                conn.execute("DELETE FROM esphome_entities WHERE config_topic=?", (config_topic,))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO esphome_entities VALUES (?,?,?)",
+                    (state_topic, config_topic, entity_json),
+                )
+        if batch.receipts:
+            conn.executemany("INSERT OR REPLACE INTO mqtt_receipts VALUES (?,?,?)", batch.receipts)
+        if batch.dead_letters:
+            conn.executemany(
+                "INSERT INTO dead_letters (received_ts, source, topic, reason, detail, payload) VALUES (?,?,?,?,?,?)",
+                [
+                    (d.received_ms, d.source, d.topic, d.reason, d.detail, d.payload)
+                    for d in batch.dead_letters
+                ],
+            )
+        return CommitResult(stored, len(rows) - stored, events, len(batch.dead_letters))
+
+    def receipt(self, mid: int, digest: int) -> int | None:
+        """The first receive time of a redelivered message, when we committed it before."""
+        row = self.conn.execute(
+            "SELECT received_ts FROM mqtt_receipts WHERE mid=? AND digest=?", (mid, digest)
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def load_entities(self) -> list[tuple[str, str, str]]:
+        return list(
+            self.conn.execute("SELECT state_topic, config_topic, entity FROM esphome_entities")
+        )
+
+    # -- rollups and retention ------------------------------------------------------------------
+
+    def rollup(self, raw_cutoff_ms: int = 0) -> int:
+        """Recompute the 1-minute and 1-hour buckets that new samples touched.
+
+        Idempotent (INSERT OR REPLACE from the raw samples), so late data (a spooled session
+        forwarded hours later) simply recomputes its buckets. Buckets older than the raw
+        retention are left alone: their raw samples are gone.
+        """
+        with self.transaction() as conn:
+            dirty = conn.execute("SELECT series_id, from_ts FROM rollup_dirty").fetchall()
+            conn.execute("DELETE FROM rollup_dirty")
+            for series_id, from_ts in dirty:
+                start = max(from_ts, raw_cutoff_ms) // MINUTE_MS * MINUTE_MS
+                conn.execute(
+                    "INSERT OR REPLACE INTO rollup_1m SELECT series_id, ts / ?1 * ?1, min(value), max(value), "
+                    "sum(value), count(*) FROM samples WHERE series_id = ?2 AND ts >= ?3 GROUP BY 2",
+                    (MINUTE_MS, series_id, start),
+                )
+                hour_start = start // HOUR_MS * HOUR_MS
+                conn.execute(
+                    "INSERT OR REPLACE INTO rollup_1h SELECT series_id, bucket / ?1 * ?1, min(min), max(max), "
+                    "sum(sum), sum(count) FROM rollup_1m WHERE series_id = ?2 AND bucket >= ?3 GROUP BY 2",
+                    (HOUR_MS, series_id, hour_start),
+                )
+            return len(dirty)
+
+    def apply_retention(
+        self, now_ms: int, raw_s: float, minute_s: float, hour_s: float
+    ) -> dict[str, int]:
+        deleted: dict[str, int] = {}
+        with self.transaction() as conn:
+            for table, column, keep in (
+                ("samples", "ts", raw_s),
+                ("rollup_1m", "bucket", minute_s),
+                ("rollup_1h", "bucket", hour_s),
+            ):
+                if keep <= 0:
+                    continue
+                cutoff = now_ms - int(keep * 1000)
+                before = conn.total_changes
+                conn.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))
+                deleted[table] = conn.total_changes - before
+        return deleted
+
+    # -- queries ----------------------------------------------------------------------------------
+
+    def series(self, metric: str | None = None, device: str | None = None) -> list[SeriesInfo]:
+        sql = "SELECT id, device, metric, tags, unit, source, first_ts, last_ts, last_value FROM series"
+        where, args = [], []
+        if metric:
+            where.append("metric = ?")
+            args.append(metric)
+        if device:
+            where.append("device = ?")
+            args.append(device)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY device, metric, tags"
+        return [
+            SeriesInfo(
+                r[0], r[1], r[2], orjson.loads(r[3]) if r[3] else {}, r[4], r[5], r[6], r[7], r[8]
+            )
+            for r in self.conn.execute(sql, args)
+        ]
+
+    def query(
+        self,
+        metric: str,
+        device: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        max_points: int = 1000,
+        tags: Mapping[str, str] | None = None,
+    ) -> list[SeriesPoints]:
+        """Samples of `metric` (per series) in [start, end], at most `max_points` per series.
+
+        When there are more samples than points, each point is a time bucket with its mean,
+        min and max, so peaks survive downsampling. Long ranges read the rollups.
+        """
+        end_ms = end_ms if end_ms is not None else int(time.time() * 1000)
+        start_ms = start_ms if start_ms is not None else end_ms - HOUR_MS
+        max_points = max(1, max_points)
+        result = []
+        for info in self.series(metric, device):
+            if tags and any(info.tags.get(k) != v for k, v in tags.items()):
+                continue
+            result.append(self._query_series(info, start_ms, end_ms, max_points))
+        return result
+
+    def _query_series(
+        self, info: SeriesInfo, start: int, end: int, max_points: int
+    ) -> SeriesPoints:
+        span = max(1, end - start + 1)
+        bucket = -(-span // max_points)  # ceil
+        conn = self.conn
+        if bucket <= 1 or (
+            bucket < MINUTE_MS
+            and conn.execute(
+                "SELECT count(*) FROM samples WHERE series_id=? AND ts BETWEEN ? AND ?",
+                (info.id, start, end),
+            ).fetchone()[0]
+            <= max_points
+        ):
+            rows = conn.execute(
+                "SELECT ts, value FROM samples WHERE series_id=? AND ts BETWEEN ? AND ? ORDER BY ts",
+                (info.id, start, end),
+            ).fetchall()
+            if len(rows) <= max_points:
+                return SeriesPoints(info, "raw", [Point(t, v, v, v, 1) for t, v in rows])
+        if bucket < MINUTE_MS:
+            rows = conn.execute(
+                "SELECT (ts - ?2) / ?3 AS b, min(ts), avg(value), min(value), max(value), count(*) "
+                "FROM samples WHERE series_id = ?1 AND ts BETWEEN ?2 AND ?4 GROUP BY b ORDER BY b",
+                (info.id, start, bucket, end),
+            ).fetchall()
+            return SeriesPoints(info, "raw", [Point(r[1], r[2], r[3], r[4], r[5]) for r in rows])
+        table, width = ("rollup_1h", HOUR_MS) if bucket >= HOUR_MS else ("rollup_1m", MINUTE_MS)
+        bucket = max(width, bucket // width * width)
+        # The newest buckets may not be rolled up yet: read those from the raw samples.
+        watermark_row = conn.execute(
+            f"SELECT max(bucket) FROM {table} WHERE series_id=?", (info.id,)
+        ).fetchone()
+        rolled_until = (watermark_row[0] + width) if watermark_row[0] is not None else start
+        rolled_until = min(max(rolled_until, start), end + 1)
+        pending = conn.execute(
+            "SELECT from_ts FROM rollup_dirty WHERE series_id=?", (info.id,)
+        ).fetchone()
+        if pending is not None:
+            rolled_until = min(rolled_until, max(start, pending[0] // width * width))
+        points: dict[int, list[float]] = {}
+        for b, mn, mx, sm, cnt in conn.execute(
+            f"SELECT (bucket - ?2) / ?3, min, max, sum, count FROM {table} "
+            "WHERE series_id=?1 AND bucket >= ?2 AND bucket < ?4",
+            (info.id, start // width * width, bucket, rolled_until),
+        ):
+            _merge(points, b, mn, mx, sm, cnt)
+        if rolled_until <= end:
+            for b, mn, mx, sm, cnt in conn.execute(
+                "SELECT (ts - ?2) / ?3, min(value), max(value), sum(value), count(*) FROM samples "
+                "WHERE series_id=?1 AND ts >= ?4 AND ts <= ?5 GROUP BY 1",
+                (info.id, start // width * width, bucket, rolled_until, end),
+            ):
+                _merge(points, b, mn, mx, sm, cnt)
+        base = start // width * width
+        out = [
+            Point(base + int(b) * bucket, v[2] / v[3], v[0], v[1], int(v[3]))
+            for b, v in sorted(points.items())
+            if v[3]
+        ]
+        return SeriesPoints(info, "1h" if width == HOUR_MS else "1m", out)
+
+    # -- dead letters, devices, stats -----------------------------------------------------------
+
+    def dead_letters(
+        self, limit: int = 100, reason: str | None = None, after_id: int = 0
+    ) -> list[dict[str, Any]]:
+        sql = "SELECT id, received_ts, source, topic, reason, detail, length(payload), replayed_ts FROM dead_letters WHERE id > ?"
+        args: list[Any] = [after_id]
+        if reason:
+            sql += " AND reason = ?"
+            args.append(reason)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        keys = (
+            "id",
+            "received_ts",
+            "source",
+            "topic",
+            "reason",
+            "detail",
+            "payload_bytes",
+            "replayed_ts",
+        )
+        return [dict(zip(keys, row, strict=True)) for row in self.conn.execute(sql, args)]
+
+    def dead_letter(self, dead_letter_id: int) -> tuple[dict[str, Any], bytes | None] | None:
+        row = self.conn.execute(
+            "SELECT id, received_ts, source, topic, reason, detail, payload, replayed_ts FROM dead_letters WHERE id=?",
+            (dead_letter_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        keys = (
+            "id",
+            "received_ts",
+            "source",
+            "topic",
+            "reason",
+            "detail",
+            "payload",
+            "replayed_ts",
+        )
+        info = dict(zip(keys, row, strict=True))
+        payload = info.pop("payload")
+        info["payload_bytes"] = len(payload) if payload is not None else 0
+        return info, payload
+
+    def purge_dead_letters(self, reason: str | None = None, before_ms: int | None = None) -> int:
+        sql, args = "DELETE FROM dead_letters WHERE 1=1", []
+        if reason:
+            sql += " AND reason = ?"
+            args.append(reason)
+        if before_ms is not None:
+            sql += " AND received_ts < ?"
+            args.append(before_ms)
+        with self.transaction() as conn:
+            before = conn.total_changes
+            conn.execute(sql, args)
+            return conn.total_changes - before
+
+    def mark_replayed(self, ids: Iterable[int], now_ms: int) -> None:
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE dead_letters SET replayed_ts=? WHERE id=?", [(now_ms, i) for i in ids]
+            )
+
+    def devices(self) -> list[dict[str, Any]]:
+        keys = (
+            "name",
+            "source",
+            "kind",
+            "manufacturer",
+            "model",
+            "sw_version",
+            "first_seen",
+            "last_seen",
+            "online",
+        )
+        rows = self.conn.execute(
+            "SELECT name, source, kind, manufacturer, model, sw_version, first_seen, last_seen, online FROM devices ORDER BY name"
+        )
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def events(self, device: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql, args = "SELECT device, name, text, ts, source FROM events", []
+        if device:
+            sql += " WHERE device=?"
+            args.append(device)
+        sql += " ORDER BY ts DESC LIMIT ?"
+        args.append(limit)
+        keys = ("device", "name", "text", "ts", "source")
+        return [dict(zip(keys, row, strict=True)) for row in self.conn.execute(sql, args)]
+
+    def counts(self) -> dict[str, int]:
+        out = {}
+        for table in (
+            "series",
+            "samples",
+            "events",
+            "dead_letters",
+            "devices",
+            "rollup_1m",
+            "rollup_1h",
+        ):
+            out[table] = self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return out
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT reason, count(*) FROM dead_letters GROUP BY reason"))
+
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            p = Path(str(self.path) + suffix)
+            if p.exists():
+                total += p.stat().st_size
+        return total
+
+
+def _merge(
+    points: dict[int, list[float]], b: int, mn: float, mx: float, sm: float, cnt: int
+) -> None:
+    acc = points.get(b)
+    if acc is None:
+        points[b] = [mn, mx, sm, cnt]
+    else:
+        acc[0] = min(acc[0], mn)
+        acc[1] = max(acc[1], mx)
+        acc[2] += sm
+        acc[3] += cnt
+
+
+def readings_of(
+    store: Store, series_ids: Sequence[int], start_ms: int, end_ms: int
+) -> Iterator[tuple[int, int, float]]:
+    """Raw samples of several series, for exports."""
+    for series_id in series_ids:
+        yield from store.conn.execute(
+            "SELECT series_id, ts, value FROM samples WHERE series_id=? AND ts BETWEEN ? AND ? ORDER BY ts",
+            (series_id, start_ms, end_ms),
+        )
