@@ -96,6 +96,7 @@ class IngestCore:
         self._stopping = False
         self._busy = False
         self._loaded = False
+        self._last_stamp: dict[str, int] = {}  # topic -> last receive stamp (store thread only)
 
     def load_state(self) -> None:
         """Entities learnt from ESPHome discovery in earlier runs (before the stream starts)."""
@@ -123,6 +124,14 @@ class IngestCore:
                 await self._task
         self._executor.shutdown(wait=True)
 
+    def _reject(self, batch: Batch, message: Message, reason: str, detail: str) -> None:
+        count = self.stats.rejected[reason] = self.stats.rejected[reason] + 1
+        batch.dead_letters.append(
+            DeadLetter(message.received_ms, "mqtt", message.topic, reason, detail, message.payload)
+        )
+        if count == 1:  # the first of a kind is news; the rest are counted
+            log.warning("Rejected a message on %r: %s", message.topic[:200], detail)
+
     async def call(self, fn: Callable[..., T], *args: object) -> T:
         """Run `fn` in the store thread (rollups, retention, replays share the writer)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -146,51 +155,44 @@ class IngestCore:
         """Decode, derive and commit one batch (store thread). Never raises on bad input."""
         now_ms = time.time_ns() // 1_000_000
         batch = Batch()
-        rejected = self.stats.rejected
         router = self.router
         store = self.store
+        last_stamp = self._last_stamp
         for message in messages:
+            redelivered = False
             try:
                 if message.dup and message.qos:
-                    earlier = store.receipt(
-                        message.mid, message_digest(message.topic, message.payload)
-                    )
+                    digest = message_digest(message.topic, message.payload)
+                    earlier = store.receipt(message.mid, digest)
                     if earlier is not None:
                         message = dataclasses.replace(message, received_ms=earlier)
+                        redelivered = True
                 decoded = router.decode(message, now_ms)
             except Rejected as exc:
-                rejected[exc.reason] += 1
-                batch.dead_letters.append(
-                    DeadLetter(
-                        message.received_ms,
-                        "mqtt",
-                        message.topic,
-                        exc.reason,
-                        exc.detail,
-                        message.payload,
-                    )
-                )
-                if rejected[exc.reason] == 1:
-                    log.warning(
-                        "Rejected a message on %r: %s (further ones are counted)",
-                        message.topic[:200],
-                        exc.detail,
-                    )
+                self._reject(batch, message, exc.reason, exc.detail)
                 continue
             except Exception as exc:  # a codec bug must not stop ingest or lose the message
-                rejected[INTERNAL_ERROR] += 1
                 log.exception("Codec failed on topic %r", message.topic[:200])
-                batch.dead_letters.append(
-                    DeadLetter(
-                        message.received_ms,
-                        "mqtt",
-                        message.topic,
-                        INTERNAL_ERROR,
-                        repr(exc),
-                        message.payload,
-                    )
-                )
+                self._reject(batch, message, INTERNAL_ERROR, repr(exc))
                 continue
+            if not decoded.has_own_timestamp:
+                # Stamped with the receive time: two states of one topic within the same
+                # millisecond would share a sample key, so a later one moves up by 1 ms.
+                stamp = message.received_ms
+                previous = last_stamp.get(message.topic)
+                if previous is not None and stamp <= previous and not redelivered:
+                    stamp = previous + 1
+                    decoded.readings = [
+                        dataclasses.replace(r, timestamp_ms=stamp) for r in decoded.readings
+                    ]
+                    decoded.events = [
+                        dataclasses.replace(e, timestamp_ms=stamp) for e in decoded.events
+                    ]
+                if previous is None or stamp > previous:
+                    last_stamp[message.topic] = stamp
+                if message.qos:
+                    digest = message_digest(message.topic, message.payload)
+                    batch.receipts.append((message.mid, digest, stamp))
             if decoded.readings:
                 batch.readings.extend(decoded.readings)
             if decoded.events:
@@ -207,14 +209,6 @@ class IngestCore:
                     )
                 else:
                     batch.entities.append(("", found.config_topic, None))
-            if not decoded.has_own_timestamp and message.qos:
-                batch.receipts.append(
-                    (
-                        message.mid,
-                        message_digest(message.topic, message.payload),
-                        message.received_ms,
-                    )
-                )
         if self.derivers and batch.readings:
             derived: list[Reading] = []
             for deriver in self.derivers:

@@ -476,7 +476,9 @@ class Store:
             ).fetchall()
             return SeriesPoints(info, "raw", [Point(r[1], r[2], r[3], r[4], r[5]) for r in rows])
         table, width = ("rollup_1h", HOUR_MS) if bucket >= HOUR_MS else ("rollup_1m", MINUTE_MS)
-        bucket = max(width, bucket // width * width)
+        # Buckets align to the rollup width; round up so there are never more than max_points.
+        aligned_span = end - start // width * width + 1
+        bucket = max(width, -(-(-(-aligned_span // max_points)) // width) * width)
         # The newest buckets may not be rolled up yet: read those from the raw samples.
         watermark_row = conn.execute(
             f"SELECT max(bucket) FROM {table} WHERE series_id=?", (info.id,)
