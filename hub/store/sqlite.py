@@ -452,7 +452,7 @@ class Store:
         self, info: SeriesInfo, start: int, end: int, max_points: int
     ) -> SeriesPoints:
         span = max(1, end - start + 1)
-        bucket = -(-span // max_points)  # ceil
+        bucket = _ceil_div(span, max_points)
         conn = self.conn
         if bucket <= 1 or (
             bucket < MINUTE_MS
@@ -478,7 +478,7 @@ class Store:
         table, width = ("rollup_1h", HOUR_MS) if bucket >= HOUR_MS else ("rollup_1m", MINUTE_MS)
         # Buckets align to the rollup width; round up so there are never more than max_points.
         aligned_span = end - start // width * width + 1
-        bucket = max(width, -(-(-(-aligned_span // max_points)) // width) * width)
+        bucket = max(width, _ceil_div(_ceil_div(aligned_span, max_points), width) * width)
         # The newest buckets may not be rolled up yet: read those from the raw samples.
         watermark_row = conn.execute(
             f"SELECT max(bucket) FROM {table} WHERE series_id=?", (info.id,)
@@ -628,6 +628,10 @@ class Store:
             if p.exists():
                 total += p.stat().st_size
         return total
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def _merge(
