@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -34,10 +35,17 @@ INTERNAL_ERROR = "internal_error"
 T = TypeVar("T")
 
 
-class Deriver(Protocol):
-    """A stateful, pure filter: readings in, derived readings out (AQI, LiPo, sessions)."""
+class DerivedLike(Protocol):
+    readings: list[Reading]
+    writes: list[Callable[[sqlite3.Connection], None]]
 
-    def feed(self, readings: Sequence[Reading]) -> list[Reading]: ...
+
+class Deriver(Protocol):
+    """Stateful, pure filters: readings in, derived readings (and records to write) out."""
+
+    def derive(self, readings: Sequence[Reading]) -> DerivedLike: ...
+
+    def tick(self, now_ms: int) -> DerivedLike: ...
 
 
 @dataclass(slots=True)
@@ -132,6 +140,35 @@ class IngestCore:
         if count == 1:  # the first of a kind is news; the rest are counted
             log.warning("Rejected a message on %r: %s", message.topic[:200], detail)
 
+    def _derive(self, batch: Batch, run: Callable[[Deriver], DerivedLike]) -> None:
+        derived: list[Reading] = []
+        for deriver in self.derivers:
+            try:
+                result = run(deriver)
+            except Exception:
+                log.exception("Deriver %r failed; its outputs for this batch are skipped", deriver)
+                continue
+            derived.extend(result.readings)
+            batch.writes.extend(result.writes)
+        self.stats.derived += len(derived)
+        batch.readings.extend(derived)
+
+    def tick(self, now_ms: int) -> Committed:
+        """Advance time-driven derivations (store thread): hours closing, sessions ending."""
+        batch = Batch()
+        self._derive(batch, lambda d: d.tick(now_ms))
+        if batch.readings or batch.writes:
+            result = self.store.commit(batch)
+            self.stats.readings_stored += result.stored
+        return Committed(batch.readings, [], [], time.time_ns() // 1_000_000)
+
+    def notify(self, committed: Committed) -> None:
+        for listener in self.listeners:
+            try:
+                listener(committed)
+            except Exception:
+                log.exception("Ingest listener %r failed", listener)
+
     async def call(self, fn: Callable[..., T], *args: object) -> T:
         """Run `fn` in the store thread (rollups, retention, replays share the writer)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -144,11 +181,7 @@ class IngestCore:
             self._busy = True
             committed = await loop.run_in_executor(self._executor, self.process, batch)
             self.connection.ack(batch)
-            for listener in self.listeners:
-                try:
-                    listener(committed)
-                except Exception:
-                    log.exception("Ingest listener %r failed", listener)
+            self.notify(committed)
             self._busy = False
 
     def process(self, messages: Sequence[Message]) -> Committed:
@@ -210,16 +243,7 @@ class IngestCore:
                 else:
                     batch.entities.append(("", found.config_topic, None))
         if self.derivers and batch.readings:
-            derived: list[Reading] = []
-            for deriver in self.derivers:
-                try:
-                    derived.extend(deriver.feed(batch.readings))
-                except Exception:
-                    log.exception(
-                        "Deriver %r failed; its outputs for this batch are skipped", deriver
-                    )
-            self.stats.derived += len(derived)
-            batch.readings.extend(derived)
+            self._derive(batch, lambda d: d.derive(batch.readings))
         started = time.perf_counter()
         result = store.commit(batch)
         stats = self.stats

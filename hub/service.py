@@ -23,6 +23,7 @@ from hub.bus.broker import ManagedBroker
 from hub.bus.mqtt import MqttConnection
 from hub.bus.router import Router
 from hub.config import HubConfig
+from hub.derive.pipeline import Derivations
 from hub.ingest import IngestCore
 from hub.sources.simulate import Simulation, SimulatorPublisher, run_live
 from hub.store.sqlite import Store
@@ -200,6 +201,7 @@ class Hub:
             now_ms = int(time.time() * 1000)
             raw_cutoff = now_ms - int(retention.raw * 1000) if retention.raw else 0
             # Same thread as the ingest commits: the writer connection stays single-threaded.
+            self.ingest.notify(await self.ingest.call(self.ingest.tick, now_ms))
             await self.ingest.call(store.rollup, raw_cutoff)
             if time.monotonic() - last_retention >= self.config.store.maintenance_interval:
                 last_retention = time.monotonic()

@@ -16,6 +16,10 @@ COMMANDS: dict[str, str] = {
     "query": "hub.cli.status:query",
     "config": "hub.cli.config_cmd:config_group",
     "simulate": "hub.cli.simulate:simulate",
+    "sessions": "hub.cli.sessions:sessions",
+    "device": "hub.cli.device:device",
+    "flash": "hub.cli.flash:flash",
+    "firmware": "hub.cli.flash:firmware",
 }
 
 

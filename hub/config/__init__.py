@@ -13,9 +13,10 @@ from hub.config.broker import BrokerConfig, ManagedBrokerConfig, TlsConfig
 from hub.config.ingest import EsphomeMqttConfig, IngestConfig, MappingValue, TopicMapping
 from hub.config.runtime import LogConfig, SimulateConfig, StatusConfig
 from hub.config.store import RetentionConfig, StoreConfig
+from hub.derive.pipeline import DeriveConfig
 
 __all__ = [
-    "BrokerConfig", "EsphomeMqttConfig", "HubConfig", "IngestConfig", "LogConfig",
+    "BrokerConfig", "DeriveConfig", "EsphomeMqttConfig", "HubConfig", "IngestConfig", "LogConfig",
     "ManagedBrokerConfig", "MappingValue", "RetentionConfig", "SimulateConfig", "StatusConfig",
     "StoreConfig", "TlsConfig", "TopicMapping",
 ]  # fmt: skip
@@ -32,6 +33,10 @@ class HubConfig(ConfigModel):
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Topics and decoding.")
     store: StoreConfig = Field(
         default_factory=StoreConfig, description="Embedded time-series store."
+    )
+    derive: DeriveConfig = Field(
+        default_factory=DeriveConfig,
+        description="Derived metrics: air-quality indices, LiPo and drive sessions.",
     )
     simulate: SimulateConfig = Field(
         default_factory=SimulateConfig, description="Built-in simulator."

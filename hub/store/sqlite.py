@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from hub.model import DeviceInfo, Event, Reading
+from hub.store import sessions
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,8 @@ class Batch:
         default_factory=list
     )  # state, config, json|None
     receipts: list[tuple[int, int, int]] = field(default_factory=list)  # mid, digest, received
+    # Records a deriver persists atomically with the readings (closed RC sessions, ...).
+    writes: list[Callable[[sqlite3.Connection], None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +218,7 @@ class Store:
     def _migrate(self) -> None:
         with self._lock:
             self.conn.executescript(_SCHEMA)
+            self.conn.executescript(sessions.SCHEMA)
             row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 self.conn.execute(
@@ -336,6 +340,8 @@ class Store:
                 )
         if batch.receipts:
             conn.executemany("INSERT OR REPLACE INTO mqtt_receipts VALUES (?,?,?)", batch.receipts)
+        for write in batch.writes:
+            write(conn)
         if batch.dead_letters:
             conn.executemany(
                 "INSERT INTO dead_letters (received_ts, source, topic, reason, detail, payload) VALUES (?,?,?,?,?,?)",
