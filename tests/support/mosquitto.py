@@ -58,7 +58,7 @@ class Mosquitto:
             "log_type error",
             "log_type warning",
             "log_type notice",
-            "max_queued_messages 0",
+            "max_queued_messages 1000000",  # 0 (unlimited) makes 2.0.11 drop clients after an ACL-denied publish
             "max_inflight_messages 1000",
             "user root",
             self.extra_config,
