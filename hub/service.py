@@ -22,6 +22,7 @@ from hub import __version__
 from hub.bus.broker import ManagedBroker
 from hub.bus.mqtt import MqttConnection
 from hub.bus.router import Router
+from hub.components import Component, build_all
 from hub.config import HubConfig
 from hub.derive.pipeline import Derivations
 from hub.ingest import IngestCore
@@ -47,6 +48,7 @@ class Hub:
         self._last_rate_sample: tuple[float, int] = (time.monotonic(), 0)
         self.message_rate = 0.0
         self.ready = asyncio.Event()
+        self.components: list[Component] = []
 
     @property
     def status_path(self) -> Path:
@@ -61,8 +63,13 @@ class Hub:
         self.store = Store(config.store_path, config.store.synchronous)
         router = Router(config)
         self.connection = MqttConnection(config.broker, router.subscriptions())
+        self.derivations = Derivations(config.derive)
         self.ingest = IngestCore(
-            self.connection, self.store, router, batch_max=config.ingest.batch_max
+            self.connection,
+            self.store,
+            router,
+            batch_max=config.ingest.batch_max,
+            derivers=[self.derivations],
         )
         self.ingest.load_state()
         self.connection.start(asyncio.get_running_loop())
@@ -72,6 +79,9 @@ class Hub:
                 "MQTT broker %s:%s not reachable yet; retrying in the background", host, port
             )
         self.ingest.start()
+        self.components = build_all(self)
+        for component in self.components:
+            await component.start()
         self._tasks.append(asyncio.create_task(self._status_loop(), name="hub-status"))
         self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="hub-maintenance"))
         if config.simulate.enabled:
@@ -117,6 +127,11 @@ class Hub:
     async def stop(self) -> None:
         """Ordered shutdown: simulator, ingest (commit + ack the batch in hand), offline, broker."""
         self._sim_stop.set()
+        for component in reversed(self.components):
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("Stopping %s failed", component.name)
         if self._sim_thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._sim_thread.join, 10)
         for task in self._tasks:
@@ -171,6 +186,7 @@ class Hub:
                 "path": str(self.config.store_path),
                 "size_bytes": self.store.size_bytes() if self.store else 0,
             },
+            **{c.name: c.status() for c in self.components},
         }
 
     def write_status(self, state: str = "running") -> None:

@@ -45,6 +45,8 @@ class Router:
         self.entities: dict[str, esphome.Entity] = dict(entities or {})
         self.mappings = list(ingest.mappings)
         self.ignored_status = {self.prefix, self.discovery_prefix}
+        # Nodes the native-API bridge feeds: their ESPHome MQTT topics would store twice.
+        self.api_fed = config.esphome_api.api_fed_devices()
 
     def subscriptions(self) -> list[str]:
         subs: list[str] = []
@@ -96,6 +98,8 @@ class Router:
         if self.esphome_enabled:
             if len(parts) >= 4 and parts[-1] == "state" and parts[-3] in esphome.STATE_COMPONENTS:
                 entity = self.entities.get(topic)
+                if self.api_fed and (entity.device if entity else parts[-4]) in self.api_fed:
+                    return Decoded()
                 readings, events = esphome.decode_state(
                     "/".join(parts[:-3]),
                     parts[-3],

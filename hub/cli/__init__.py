@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "device": "hub.cli.device:device",
     "flash": "hub.cli.flash:flash",
     "firmware": "hub.cli.flash:firmware",
+    "serial": "hub.cli.serial:serial_group",
+    "esphome-sim": "hub.cli.simulate_esphome:esphome_sim",
 }
 
 

@@ -1,8 +1,7 @@
 """Small parts shared by the RC derivations: making derived readings, checking inputs,
 integrating over time.
 
-Pure: timestamps come in with the values. Units come from the metric catalog; the few RC
-metrics the catalog does not list yet carry their unit in `PENDING_UNITS` until they are added.
+Pure: timestamps come in with the values. Units come from the metric catalog.
 """
 
 from __future__ import annotations
@@ -15,16 +14,6 @@ from hub.model import CATALOG, Reading
 
 DERIVED = "derived"
 
-# Metrics the RC derivations emit that hub/model.py's CATALOG does not hold yet (unit per metric).
-PENDING_UNITS: Mapping[str, str | None] = {
-    "cell_voltage_rest": "V",
-    "cell_voltage_spread": "V",
-    "cell_voltage_spread_rest": "V",
-    "voltage_sag": "V",
-    "distance": "km",
-    "energy_per_km": "Wh/km",
-}
-
 # Why an input value was not used; counted per reason by each filter (`rejected`).
 NOT_FINITE = "not_finite"
 OUT_OF_RANGE = "out_of_range"
@@ -35,7 +24,7 @@ def unit_of(metric: str) -> str | None:
     spec = CATALOG.get(metric)
     if spec is not None:
         return spec.unit
-    return PENDING_UNITS.get(metric)
+    return None
 
 
 def derived_reading(
