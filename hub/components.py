@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from hub.config import HubConfig
     from hub.service import Hub
 
 
@@ -26,15 +27,26 @@ class Component(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
-# name -> "module:factory", factory(hub) -> Component | None
-REGISTRY: dict[str, str] = {
-    "esphome_api": "hub.sources.esphome_component:build",
+def _always(config: HubConfig) -> bool:
+    return True
+
+
+# name -> ("module:factory", wanted(config)); factory(hub) -> Component | None. The module is
+# imported only when `wanted` says so, so a switched-off part costs no memory at all.
+REGISTRY: dict[str, tuple[str, Callable[[HubConfig], bool]]] = {
+    "esphome_api": (
+        "hub.sources.esphome_component:build",
+        lambda c: bool(c.esphome_api.devices or c.esphome_api.mdns),
+    ),
+    "influx": ("hub.store.influx:build", _always),  # also reports a paused outbox when disabled
 }
 
 
 def build_all(hub: Hub) -> list[Component]:
     components = []
-    for target in REGISTRY.values():
+    for target, wanted in REGISTRY.values():
+        if not wanted(hub.config):
+            continue
         module, attr = target.split(":")
         factory: Callable[[Hub], Component | None] = getattr(importlib.import_module(module), attr)
         component = factory(hub)

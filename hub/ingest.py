@@ -9,6 +9,7 @@ ever used from that thread; while one batch commits, paho's thread queues the ne
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -70,11 +71,29 @@ class IngestStats:
     last_batch_size: int = 0
     last_commit_ms: float = 0.0
     started_at: float = field(default_factory=time.time)
+    # Commit time minus the reading's own timestamp, ms, for messages that carry one: the
+    # publish-to-commit latency when the publisher's clock is this machine's.
+    age_at_commit: collections.deque[int] = field(
+        default_factory=lambda: collections.deque(maxlen=20000)
+    )
 
     def as_dict(self) -> dict[str, object]:
-        data = dataclasses.asdict(self)
-        data["rejected"] = dict(self.rejected)
+        # Read while the store thread updates: copy plain fields, snapshot the containers.
+        data: dict[str, object] = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("age_at_commit", "rejected")
+        }
+        data["rejected"] = dict(self.rejected.copy())
         data["rejected_total"] = sum(self.rejected.values())
+        ages = sorted(self.age_at_commit.copy())
+        if ages:
+            data["age_at_commit_ms"] = {
+                "p50": ages[len(ages) // 2],
+                "p99": ages[min(len(ages) - 1, int(len(ages) * 0.99))],
+                "max": ages[-1],
+                "window": len(ages),
+            }
         return data
 
 
@@ -191,6 +210,7 @@ class IngestCore:
         router = self.router
         store = self.store
         last_stamp = self._last_stamp
+        own_stamps: list[int] = []
         for message in messages:
             redelivered = False
             try:
@@ -208,7 +228,10 @@ class IngestCore:
                 log.exception("Codec failed on topic %r", message.topic[:200])
                 self._reject(batch, message, INTERNAL_ERROR, repr(exc))
                 continue
-            if not decoded.has_own_timestamp:
+            if decoded.has_own_timestamp:
+                if decoded.readings:
+                    own_stamps.append(decoded.readings[-1].timestamp_ms)
+            else:
                 # Stamped with the receive time: two states of one topic within the same
                 # millisecond would share a sample key, so a later one moves up by 1 ms.
                 stamp = message.received_ms
@@ -254,6 +277,6 @@ class IngestCore:
         stats.readings_stored += result.stored
         stats.duplicates += result.duplicates
         stats.events += result.events
-        return Committed(
-            batch.readings, batch.events, batch.availability, time.time_ns() // 1_000_000
-        )
+        committed_ms = time.time_ns() // 1_000_000
+        stats.age_at_commit.extend(committed_ms - stamp for stamp in own_stamps)
+        return Committed(batch.readings, batch.events, batch.availability, committed_ms)

@@ -200,11 +200,18 @@ class Hub:
     async def _status_loop(self) -> None:
         prefix = self.config.broker.topic_prefix
         while True:
-            self.write_status()
-            if self.config.status.publish_stats and self.connection and self.connection.connected:
-                self.connection.publish(
-                    f"{prefix}/stats", orjson.dumps(self.status()), qos=0, retain=False
-                )
+            try:
+                self.write_status()
+                if (
+                    self.config.status.publish_stats
+                    and self.connection
+                    and self.connection.connected
+                ):
+                    self.connection.publish(
+                        f"{prefix}/stats", orjson.dumps(self.status()), qos=0, retain=False
+                    )
+            except Exception:  # reporting must never stop; the next round tries again
+                log.exception("Status report failed")
             await asyncio.sleep(self.config.status.interval)
 
     async def _maintenance_loop(self) -> None:

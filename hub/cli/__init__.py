@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "firmware": "hub.cli.flash:firmware",
     "serial": "hub.cli.serial:serial_group",
     "esphome-sim": "hub.cli.simulate_esphome:esphome_sim",
+    "deadletters": "hub.cli.deadletters:deadletters",
+    "influx": "hub.cli.influx:influx",
 }
 
 

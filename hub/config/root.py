@@ -14,6 +14,7 @@ from hub.config.store import StoreConfig
 from hub.derive.pipeline import DeriveConfig
 from hub.sources.esphome_settings import EsphomeApiSettings
 from hub.sources.serial.settings import SerialSourceConfig
+from hub.store.influx_settings import InfluxSettings
 
 __all__ = ["HubConfig"]
 
@@ -37,6 +38,10 @@ class HubConfig(ConfigModel):
     )
     store: StoreConfig = Field(
         default_factory=StoreConfig, description="Embedded time-series store."
+    )
+    influx: InfluxSettings = Field(
+        default_factory=InfluxSettings,
+        description="Forwarding to InfluxDB through the store's durable outbox.",
     )
     derive: DeriveConfig = Field(
         default_factory=DeriveConfig,

@@ -7,7 +7,8 @@ it, `rollup_1m` and `rollup_1h` (min/max/sum/count) for long ranges, `events` fo
 `esphome_entities` (what discovery taught us; it must survive restarts because queued
 states arrive before the retained discovery is re-sent), `mqtt_receipts` (receive times of
 the last messages per packet id, so a message redelivered after a crash gets the same
-timestamp and deduplicates even when its payload carries none).
+timestamp and deduplicates even when its payload carries none), and the InfluxDB outbox
+(hub.store.outbox: a trigger queues every new sample in the transaction that stores it).
 
 All writes of one batch go in one transaction (`commit`). One connection, used from one
 thread at a time (the ingest core's store thread); readers open their own connections.
@@ -29,7 +30,7 @@ from typing import Any
 import orjson
 
 from hub.model import DeviceInfo, Event, Reading
-from hub.store import sessions
+from hub.store import outbox, sessions
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +220,8 @@ class Store:
         with self._lock:
             self.conn.executescript(_SCHEMA)
             self.conn.executescript(sessions.SCHEMA)
+            # The InfluxDB outbox: filled by a trigger on samples, in the same transaction.
+            self.conn.executescript(outbox.SCHEMA)
             row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 self.conn.execute(
@@ -281,11 +284,11 @@ class Store:
                 last[series_id] = (ts, r.value)
             if ts > touched_devices.get(r.device, 0):
                 touched_devices[r.device] = ts
-        before = conn.total_changes
-        conn.executemany(
+        # rowcount, not total_changes: the outbox trigger's own inserts must not count.
+        stored = conn.executemany(
             "INSERT OR IGNORE INTO samples (series_id, ts, value) VALUES (?,?,?)", rows
-        )
-        stored = conn.total_changes - before
+        ).rowcount
+        stored = max(stored, 0)
         if dirty:
             conn.executemany(
                 "INSERT INTO rollup_dirty (series_id, from_ts) VALUES (?,?) "

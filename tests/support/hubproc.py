@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 import yaml
 
+from tests.support.mosquitto import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 
 

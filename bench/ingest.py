@@ -1,0 +1,230 @@
+"""Ingest throughput and latency of the hub against a bare paho consumer, in the same run.
+
+    .venv/bin/python bench/ingest.py [--messages 200000] [--rate 5000] [--seconds 10]
+
+A private Mosquitto (the managed broker's own config) queues the messages for a persistent
+session; half are ESPHome state topics with plain numbers, half hub JSON with three fields.
+(a) a bare paho subscriber that only decodes each payload drains its queue: the ceiling;
+(b) `hub run` drains the same queue, from its first message to the last reading committed;
+(c) b/a; (d) publish-to-commit latency at a steady offered load; (e) the hub's peak RSS.
+Figures are printed, not asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import paho.mqtt.client as paho
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hub.bus.broker import find_mosquitto, render_config  # noqa: E402
+from hub.config import ManagedBrokerConfig  # noqa: E402
+from tests.support.mosquitto import free_port  # noqa: E402
+
+FILTERS = ["+/sensor/+/state", "hub/readings/#"]
+
+
+def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(render_config(ManagedBrokerConfig(port=port), workdir))
+    binary = find_mosquitto("mosquitto")
+    assert binary, "mosquitto is not installed"
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    return proc, port
+
+
+def messages(n: int, base_ms: int) -> list[tuple[str, bytes]]:
+    out = []
+    for i in range(n):
+        if i % 2 == 0:
+            out.append((f"node{i % 50}/sensor/co2/state", str(400 + i % 1000).encode()))
+        else:
+            values = {"pack_voltage": 11.1 + (i % 100) / 100, "current": float(i % 80), "rpm": float(i % 30000)}
+            out.append((f"hub/readings/rig{i % 10}", orjson.dumps({"ts_ms": base_ms + i, "values": values})))
+    return out
+
+
+def publish_all(port: int, items: list[tuple[str, bytes]], rate: float | None = None, stamp: bool = False) -> float:
+    """Publish with QoS 1 and at most 1000 unacknowledged; returns seconds taken."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{time.time_ns()}", protocol=MQTTProtocolVersion.MQTTv5)
+    window = threading.BoundedSemaphore(1000)
+    client.on_publish = lambda *a: window.release()
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    started = time.perf_counter()
+    for i, (topic, payload) in enumerate(items):
+        if rate:
+            target = started + i / rate
+            delay = target - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        if stamp:
+            payload = orjson.dumps({"ts_ms": time.time_ns() // 1_000_000, "values": {"current": float(i)}})
+        window.acquire()
+        client.publish(topic, payload, qos=1)
+    for _ in range(1000):
+        window.acquire()
+    elapsed = time.perf_counter() - started
+    client.disconnect()
+    client.loop_stop()
+    return elapsed
+
+
+def raw_session(port: int, client_id: str, clean: bool) -> paho.Client:
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    props.ReceiveMaximum = 10000
+    client.connect("127.0.0.1", port, clean_start=clean, properties=props)
+    return client
+
+
+def bench_raw(port: int, items: list[tuple[str, bytes]]) -> float:
+    client = raw_session(port, "bench-raw", True)
+    client.loop_start()
+    client.subscribe([(f, 1) for f in FILTERS])
+    time.sleep(0.3)
+    client.disconnect()
+    client.loop_stop()
+    publish_all(port, items)
+    done = threading.Event()
+    state = {"count": 0, "first": 0.0, "last": 0.0}
+
+    def on_message(c: paho.Client, u: object, m: paho.MQTTMessage) -> None:
+        if state["count"] == 0:
+            state["first"] = time.perf_counter()
+        payload = m.payload
+        if m.topic.startswith("hub/"):
+            orjson.loads(payload)
+        else:
+            float(payload)
+        state["count"] += 1
+        if state["count"] == len(items):
+            state["last"] = time.perf_counter()
+            done.set()
+
+    client = raw_session(port, "bench-raw", False)
+    client.on_message = on_message
+    client.loop_start()
+    done.wait(300)
+    client.disconnect()
+    client.loop_stop()
+    return len(items) / (state["last"] - state["first"])
+
+
+class Hub:
+    def __init__(self, workdir: Path, port: int, synchronous: str) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config = workdir / "hub.yaml"
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "data_dir": str(workdir / "data"),
+                    "broker": {"url": f"mqtt://127.0.0.1:{port}", "client_id": "bench-hub"},
+                    "store": {"synchronous": synchronous},
+                    "status": {"interval": "0.05s", "publish_stats": False},
+                    "derive": {"rc_auto": False},
+                    "log": {"level": "warning"},
+                }
+            )
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def status(self) -> dict:
+        try:
+            return orjson.loads((self.workdir / "data" / "status.json").read_bytes())
+        except (OSError, ValueError):
+            return {}
+
+    def start(self) -> None:
+        status = self.workdir / "data" / "status.json"
+        if status.exists():
+            status.unlink()
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "hub", "run", "-c", str(self.config)], env=env)
+
+    def wait(self, predicate, timeout: float = 300) -> float:  # noqa: ANN001
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.status()):
+                return time.perf_counter()
+            time.sleep(0.01)
+        raise TimeoutError("hub did not get there")
+
+    def peak_rss_mb(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--rate", type=float, default=5000.0, help="offered load for the latency run (msgs/s)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
+    parser.add_argument("--synchronous", default="full", choices=["full", "normal"])
+    args = parser.parse_args()
+    n = args.messages
+    with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
+        workdir = Path(tmp)
+        broker, port = start_broker(workdir / "broker")
+        try:
+            items = messages(n, int(time.time() * 1000) - n)
+            raw_rate = bench_raw(port, items)
+            print(f"(a) bare paho consumer (decode only):   {raw_rate:10,.0f} msgs/s")
+
+            hub = Hub(workdir / "hub", port, args.synchronous)
+            hub.start()  # once, to create the persistent session and its subscriptions
+            hub.wait(lambda s: s.get("broker", {}).get("state") == "connected", 30)
+            hub.stop()
+            publish_all(port, items)
+            expected = n // 2 + (n - n // 2) * 3
+            hub.start()
+            t0 = hub.wait(lambda s: s.get("ingest", {}).get("messages", 0) > 0)
+            t1 = hub.wait(lambda s: s.get("ingest", {}).get("readings_stored", 0) >= expected)
+            status = hub.status()
+            hub_rate = n / (t1 - t0)
+            print(f"(b) hub, first message -> last commit:   {hub_rate:10,.0f} msgs/s ({expected:,} readings, {status['ingest']['batches']} commits, synchronous={args.synchronous})")
+            print(f"(c) ratio b/a:                           {hub_rate / raw_rate:10.2f}   (target >= 0.6)")
+
+            count = int(args.rate * args.seconds)
+            steady = [("hub/readings/steady", b"")] * count
+            elapsed = publish_all(port, steady, rate=args.rate, stamp=True)
+            hub.wait(lambda s: s.get("ingest", {}).get("messages", 0) >= n + count, 60)
+            ages = hub.status()["ingest"]["age_at_commit_ms"]
+            print(f"(d) publish->commit at {count / elapsed:,.0f} msgs/s offered: p50 {ages['p50']} ms, p99 {ages['p99']} ms, max {ages['max']} ms (last {ages['window']:,} messages; target p99 < 250 ms)")
+            print(f"(e) hub peak RSS:                        {hub.peak_rss_mb():10.1f} MB (target < 150 MB)")
+            hub.stop()
+        finally:
+            broker.terminate()
+            broker.wait(10)
+
+
+if __name__ == "__main__":
+    main()
