@@ -39,6 +39,7 @@ REGISTRY: dict[str, tuple[str, Callable[[HubConfig], bool]]] = {
         lambda c: bool(c.esphome_api.devices or c.esphome_api.mdns),
     ),
     "influx": ("hub.store.influx:build", _always),  # also reports a paused outbox when disabled
+    "alerts": ("hub.alerts.component:build", lambda c: c.alerts.enabled),
 }
 
 

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "esphome-sim": "hub.cli.simulate_esphome:esphome_sim",
     "deadletters": "hub.cli.deadletters:deadletters",
     "influx": "hub.cli.influx:influx",
+    "alerts": "hub.cli.alerts:alerts",
 }
 
 

@@ -6,12 +6,14 @@ from pathlib import Path
 
 from pydantic import Field
 
+from hub.alerts.rules import AlertsConfig
 from hub.config.base import ConfigModel
 from hub.config.broker import BrokerConfig
 from hub.config.ingest import IngestConfig
 from hub.config.runtime import LogConfig, SimulateConfig, StatusConfig
 from hub.config.store import StoreConfig
 from hub.derive.pipeline import DeriveConfig
+from hub.ha.settings import HomeAssistantConfig
 from hub.sources.esphome_settings import EsphomeApiSettings
 from hub.sources.serial.settings import SerialSourceConfig
 from hub.store.influx_settings import InfluxSettings
@@ -49,6 +51,14 @@ class HubConfig(ConfigModel):
     )
     simulate: SimulateConfig = Field(
         default_factory=SimulateConfig, description="Built-in simulator."
+    )
+    alerts: AlertsConfig = Field(
+        default_factory=AlertsConfig,
+        description="Alert rules: built-in packs (air, rc), overrides and your own rules.",
+    )
+    homeassistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig,
+        description="Home Assistant: MQTT discovery entities and REST alert events.",
     )
     log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
     status: StatusConfig = Field(default_factory=StatusConfig, description="Self-reporting.")

@@ -1,0 +1,480 @@
+"""Home Assistant MQTT discovery: the hub's devices, derived sensors and alerts as entities.
+
+Form: **per-entity configs**, `homeassistant/<component>/<node_id>/<object_id>/config`
+(retained, full key names). Chosen over the device-based `homeassistant/device/<id>/config`
+with `cmps` because entities here come and go one at a time (a rule is removed, a derived metric
+appears later than the raw ones): per entity, removal is one empty retained payload on one
+topic, while the device form has to re-send the whole device with the component reduced to its
+platform and gives no gain for a publisher that already tracks each entity.
+
+Topics the hub publishes (all retained):
+
+| topic | payload |
+|---|---|
+| `hub/state/<device>/<metric>` | the latest value, e.g. `3.412` (at most once per `state_interval`) |
+| `hub/availability/<device>` | `online` / `offline` (from the device's availability; `online` on its first reading) |
+| `hub/alerts/<device>/<rule>/state` | `ON` / `OFF` |
+| `hub/alerts/<device>/<rule>/attributes` | `{"value", "threshold", "since", "message", "severity", "alert_id", "acknowledged_by", "silenced_until"}` |
+| `hub/state/hub/<name>` | the hub's own health sensors |
+| `hub/status` | the hub's LWT: `online` / `offline` (published by the hub's main connection) |
+
+Sensors are available while the hub *and* the device are (`availability_mode: all`); alert
+binary_sensors only follow the hub, because "device offline" is itself an alert. Air-quality
+sensors carry `expire_after` (their data is periodic); RC sensors do not (a buggy is driven in
+sessions). Entity ids: `sensor.<device>_<metric>`, `binary_sensor.<device>_<rule>`,
+`sensor.hub_<name>` (device names lower-cased, anything but letters and digits as `_`).
+Devices that ESPHome already announces keep their own identifiers, so the hub's derived sensors
+join the same HA device. The topics published are remembered in `ha_discovery.json` in the data
+dir: whatever is no longer wanted at start or resync (a removed device or rule) is cleared with
+an empty retained payload. Discovery is re-sent when HA publishes `homeassistant/status` =
+`online`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from hub import __version__
+from hub.alerts.engine import Transition
+from hub.alerts.rules import Rule
+from hub.alerts.store import Alert
+from hub.config import BrokerConfig
+from hub.ha.settings import DiscoverySettings
+from hub.model import CATALOG
+
+log = logging.getLogger(__name__)
+
+ORIGIN = {"name": "telemetry-hub", "sw_version": __version__}
+
+# Derived metrics that always get a sensor (the hub's value added), whatever `raw_sensors` says.
+DERIVED_METRICS = frozenset(
+    {
+        "aqi_us", "aqi_us_nowcast", "pm2_5_nowcast", "pm2_5_corrected", "aqi_in", "dew_point",
+        "absolute_humidity", "comfort_score", "cell_voltage_avg", "cell_voltage_min",
+        "cell_voltage_rest", "cell_count", "remaining", "speed", "power", "consumed_mah",
+        "energy_wh", "distance", "energy_per_km", "internal_resistance", "voltage_sag",
+        "wheel_rpm", "rpm",
+    }
+)  # fmt: skip
+
+# The hub's own health sensors: name -> (unit, state_class, icon)
+HUB_SENSORS: dict[str, tuple[str | None, str | None, str]] = {
+    "messages_per_s": ("msg/s", "measurement", "mdi:swap-horizontal"),
+    "readings_stored": (None, "total_increasing", "mdi:database"),
+    "rejected_total": (None, "total_increasing", "mdi:alert-circle-outline"),
+    "alerts_firing": (None, "measurement", "mdi:bell-alert"),
+    "store_size": ("B", "measurement", "mdi:harddisk"),
+}
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "x"
+
+
+@dataclass(slots=True)
+class DeviceMeta:
+    name: str
+    manufacturer: str | None = None
+    model: str | None = None
+    sw_version: str | None = None
+    identifiers: tuple[str, ...] = ()
+    kind: str | None = None
+
+    @property
+    def esphome_announced(self) -> bool:
+        """ESPHome's own discovery already put this device (and its raw sensors) into HA."""
+        return bool(self.identifiers)
+
+
+@dataclass(slots=True)
+class Topics:
+    prefix: str = "hub"
+    discovery: str = "homeassistant"
+
+    @property
+    def hub_status(self) -> str:
+        return f"{self.prefix}/status"
+
+    def state(self, device: str, metric: str) -> str:
+        return f"{self.prefix}/state/{device}/{metric}"
+
+    def availability(self, device: str) -> str:
+        return f"{self.prefix}/availability/{device}"
+
+    def alert_state(self, device: str, rule: str) -> str:
+        return f"{self.prefix}/alerts/{device}/{rule}/state"
+
+    def alert_attributes(self, device: str, rule: str) -> str:
+        return f"{self.prefix}/alerts/{device}/{rule}/attributes"
+
+    def config(self, component: str, node: str, object_id: str) -> str:
+        return f"{self.discovery}/{component}/{node}/{object_id}/config"
+
+
+# -- pure payload builders ---------------------------------------------------------------------
+
+
+def hub_device(hub_id: str) -> dict[str, Any]:
+    return {
+        "identifiers": [hub_id],
+        "name": "Telemetry hub",
+        "manufacturer": "telemetry-hub",
+        "model": "hub",
+        "sw_version": __version__,
+    }
+
+
+def device_block(meta: DeviceMeta, hub_id: str) -> dict[str, Any]:
+    block: dict[str, Any] = {
+        "identifiers": list(meta.identifiers) or [f"hub_{slug(meta.name)}"],
+        "name": meta.name,
+        "via_device": hub_id,
+    }
+    defaults = {"airq": ("ESPHome", "air-quality node"), "rc": ("RC", "ESC telemetry")}
+    manufacturer, model = defaults.get(meta.kind or "", (None, None))
+    for key, value in (
+        ("manufacturer", meta.manufacturer or manufacturer),
+        ("model", meta.model or model),
+        ("sw_version", meta.sw_version),
+    ):
+        if value:
+            block[key] = value
+    return block
+
+
+def sensor_config(
+    topics: Topics, meta: DeviceMeta, metric: str, hub_id: str, expire_after: float
+) -> tuple[str, dict[str, Any]]:
+    node, device = f"hub_{slug(meta.name)}", meta.name
+    spec = CATALOG.get(metric)
+    payload: dict[str, Any] = {
+        "name": metric.replace("_", " ").capitalize() if spec is None else spec.description,
+        "unique_id": f"hub_{slug(device)}_{metric}",
+        "default_entity_id": f"sensor.{slug(device)}_{metric}",
+        "state_topic": topics.state(device, metric),
+        "availability": [
+            {"topic": topics.hub_status, "payload_available": "online", "payload_not_available": "offline"},
+            {"topic": topics.availability(device), "payload_available": "online", "payload_not_available": "offline"},
+        ],
+        "availability_mode": "all",
+        "device": device_block(meta, hub_id),
+        "origin": ORIGIN,
+    }  # fmt: skip
+    if spec is not None:
+        if spec.unit:
+            payload["unit_of_measurement"] = spec.unit
+        if spec.device_class:
+            payload["device_class"] = spec.device_class
+        if spec.state_class:
+            payload["state_class"] = spec.state_class
+        if spec.precision is not None:
+            payload["suggested_display_precision"] = spec.precision
+        if spec.family == "air" and expire_after > 0:
+            payload["expire_after"] = int(expire_after)
+    return topics.config("sensor", node, metric), payload
+
+
+def alert_config(topics: Topics, rule: Rule, meta: DeviceMeta, hub_id: str) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    device = meta.name
+    payload: dict[str, Any] = {
+        "name": f"Alert {rule.id.replace('_', ' ')}",
+        "unique_id": f"hub_{slug(device)}_alert_{rule.id}",
+        "default_entity_id": f"binary_sensor.{slug(device)}_{rule.id}",
+        "state_topic": topics.alert_state(device, rule.id),
+        "json_attributes_topic": topics.alert_attributes(device, rule.id),
+        "payload_on": "ON",
+        "payload_off": "OFF",
+        "device_class": rule.device_class,
+        "availability_topic": topics.hub_status,
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device_block(meta, hub_id),
+        "origin": ORIGIN,
+    }
+    return topics.config("binary_sensor", f"hub_{slug(device)}", f"alert_{rule.id}"), payload
+
+
+def hub_sensor_config(topics: Topics, name: str, hub_id: str) -> tuple[str, dict[str, Any]]:
+    unit, state_class, icon = HUB_SENSORS[name]
+    payload: dict[str, Any] = {
+        "name": name.replace("_", " ").capitalize(),
+        "unique_id": f"{hub_id}_{name}",
+        "default_entity_id": f"sensor.hub_{name}",
+        "state_topic": topics.state("hub", name),
+        "availability_topic": topics.hub_status,
+        "entity_category": "diagnostic",
+        "icon": icon,
+        "device": hub_device(hub_id),
+        "origin": ORIGIN,
+    }
+    if unit:
+        payload["unit_of_measurement"] = unit
+    if state_class:
+        payload["state_class"] = state_class
+    if name == "store_size":
+        payload["device_class"] = "data_size"
+    return topics.config("sensor", slug(hub_id), name), payload
+
+
+def alert_attributes(alert: Alert | None, rule: Rule) -> dict[str, Any]:
+    if alert is None:
+        return {"value": None, "threshold": rule.threshold if rule.kind in ("threshold", "rate") else None,
+                "since": None, "message": None, "severity": rule.severity}  # fmt: skip
+    return {
+        "value": alert.value,
+        "threshold": alert.threshold,
+        "since": alert.started_ms / 1000,
+        "message": alert.message,
+        "severity": alert.severity,
+        "alert_id": alert.id,
+        "acknowledged_by": alert.acknowledged_by,
+        "silenced_until": alert.silenced_until_ms / 1000 if alert.silenced_until_ms else None,
+    }
+
+
+# -- the publisher -----------------------------------------------------------------------------
+
+
+@dataclass
+class DiscoveryStats:
+    configs_published: int = 0
+    configs_cleared: int = 0
+    states_published: int = 0
+    alert_states_published: int = 0
+    resends: int = 0
+    connected: bool = False
+    last_error: str = ""
+
+
+@dataclass
+class _Wanted:
+    configs: dict[str, bytes] = field(default_factory=dict)
+
+
+class DiscoveryPublisher:
+    """Owns its own paho client (VERSION2) to the hub's broker; thread-safe publish."""
+
+    def __init__(
+        self,
+        settings: DiscoverySettings,
+        broker: BrokerConfig,
+        hub_id: str,
+        memory_path: Path,
+        client_id: str,
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.hub_id = hub_id
+        self.topics = Topics(broker.topic_prefix, settings.prefix)
+        self.memory_path = memory_path
+        self.stats = DiscoveryStats()
+        self._lock = threading.Lock()
+        self._configs: dict[str, bytes] = {}  # topic -> payload we want retained
+        self._remembered: set[str] = self._load_memory()
+        self._devices: dict[str, DeviceMeta] = {}
+        self._availability: dict[str, str] = {}
+        self._alert_retained: dict[str, bytes] = {}  # alert state/attr topic -> last payload
+        self._client = self._make_client(client_id)
+        self._connected = threading.Event()
+
+    # -- MQTT ---------------------------------------------------------------------------
+
+    def _make_client(self, client_id: str) -> paho.Client:
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        broker = self.broker
+        if broker.username:
+            password = broker.password.get_secret_value() if broker.password else None
+            client.username_pw_set(broker.username, password)
+        _, _, use_tls = broker.host_port_tls
+        if use_tls:
+            import ssl
+
+            tls = broker.tls
+            client.tls_set(
+                ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            client.tls_insecure_set(tls.insecure)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(1, max(1, int(broker.reconnect_max)))
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def start(self) -> None:
+        host, port, _ = self.broker.host_port_tls
+        self._client.connect_async(host, port, keepalive=30)
+        self._client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:  # fmt: skip
+        if rc.is_failure:
+            self.stats.last_error = f"connect refused: {rc}"
+            log.warning("HA discovery connection refused by the broker: %s", rc)
+            return
+        self.stats.connected = True
+        self._connected.set()
+        client.subscribe(f"{self.settings.prefix}/status", qos=1)
+        self.resend()
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:  # fmt: skip
+        self.stats.connected = False
+        self._connected.clear()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.topic == f"{self.settings.prefix}/status" and message.payload == b"online":
+            if message.retain:
+                return  # the retained birth seen on (re)connect: resend() already ran
+            log.info("Home Assistant came online: re-sending discovery")
+            self.stats.resends += 1
+            self.resend()
+
+    def _publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = True) -> None:
+        self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    # -- memory of what is retained on the broker ---------------------------------------------
+
+    def _load_memory(self) -> set[str]:
+        try:
+            return set(json.loads(self.memory_path.read_text()))
+        except (OSError, ValueError):
+            return set()
+
+    def _save_memory(self) -> None:
+        try:
+            tmp = self.memory_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(sorted(self._remembered)))
+            tmp.replace(self.memory_path)
+        except OSError as exc:
+            log.warning("Cannot remember HA discovery topics in %s: %s", self.memory_path, exc)
+
+    # -- what we want announced ------------------------------------------------------------
+
+    def set_configs(self, configs: Mapping[str, dict[str, Any]]) -> None:
+        """Make exactly `configs` the announced set: publish new/changed, clear the rest."""
+        encoded = {t: orjson.dumps(p) for t, p in configs.items()}
+        with self._lock:
+            changed = {t: p for t, p in encoded.items() if self._configs.get(t) != p}
+            gone = (set(self._configs) | self._remembered) - set(encoded)
+            self._configs = encoded
+            self._remembered = set(encoded)
+        for topic in sorted(gone):
+            self._publish(topic, b"")
+            self.stats.configs_cleared += 1
+        for topic, payload in changed.items():
+            self._publish(topic, payload)
+            self.stats.configs_published += 1
+        if changed or gone:
+            self._save_memory()
+
+    def resend(self) -> None:
+        with self._lock:
+            configs = dict(self._configs)
+            retained = dict(self._alert_retained)
+            availability = dict(self._availability)
+        for topic, payload in configs.items():
+            self._publish(topic, payload)
+        for device, state in availability.items():
+            self._publish(self.topics.availability(device), state)
+        for topic, payload in retained.items():
+            self._publish(topic, payload)
+
+    def build_configs(
+        self,
+        devices: Iterable[DeviceMeta],
+        sensors: Iterable[tuple[str, str]],
+        alert_targets: Iterable[tuple[Rule, str]],
+    ) -> dict[str, dict[str, Any]]:
+        metas = {d.name: d for d in devices}
+        configs: dict[str, dict[str, Any]] = {}
+        for name in HUB_SENSORS:
+            topic, payload = hub_sensor_config(self.topics, name, self.hub_id)
+            configs[topic] = payload
+        for device, metric in sensors:
+            meta = metas.get(device) or DeviceMeta(device)
+            topic, payload = sensor_config(
+                self.topics, meta, metric, self.hub_id, self.settings.expire_after
+            )
+            configs[topic] = payload
+        for rule, device in alert_targets:
+            meta = metas.get(device) or DeviceMeta(device)
+            topic, payload = alert_config(self.topics, rule, meta, self.hub_id)
+            configs[topic] = payload
+        return configs
+
+    def wants_sensor(self, device: str, metric: str, source: str, meta: DeviceMeta | None) -> bool:
+        if metric not in CATALOG or metric == "state":
+            return False
+        if metric in DERIVED_METRICS and source == "derived":
+            return True
+        mode = self.settings.raw_sensors
+        if mode == "all":
+            return True
+        if mode == "none":
+            return source == "derived"
+        return not (meta is not None and meta.esphome_announced)
+
+    # -- states --------------------------------------------------------------------------
+
+    def publish_state(self, device: str, metric: str, value: float) -> None:
+        self._publish(self.topics.state(device, metric), _number(value), qos=0, retain=True)
+        self.stats.states_published += 1
+
+    def publish_availability(self, device: str, online: bool) -> None:
+        state = "online" if online else "offline"
+        with self._lock:
+            if self._availability.get(device) == state:
+                return
+            self._availability[device] = state
+        self._publish(self.topics.availability(device), state)
+
+    def publish_alert(self, rule: Rule, device: str, alert: Alert | None) -> None:
+        """The alert binary_sensor's state and attributes (attributes first, so an automation
+        triggered by the state change reads the matching attributes)."""
+        state_topic = self.topics.alert_state(device, rule.id)
+        attr_topic = self.topics.alert_attributes(device, rule.id)
+        attributes = orjson.dumps(alert_attributes(alert, rule))
+        state = b"ON" if alert is not None and alert.firing else b"OFF"
+        with self._lock:
+            self._alert_retained[attr_topic] = attributes
+            self._alert_retained[state_topic] = state
+        self._publish(attr_topic, attributes)
+        self._publish(state_topic, state)
+        self.stats.alert_states_published += 1
+
+    def on_transition(self, transition: Transition, rule: Rule | None) -> None:
+        if rule is None:
+            return
+        alert = transition.alert
+        self.publish_alert(rule, alert.device, alert if alert.firing else None)
+
+    def publish_hub(self, values: Mapping[str, float]) -> None:
+        for name, value in values.items():
+            if name in HUB_SENSORS:
+                self.publish_state("hub", name, value)
+
+
+def _number(value: float) -> bytes:
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value)).encode()
+    return repr(round(value, 6)).encode()
