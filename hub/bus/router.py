@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hub.bus import esphome, hub_json, mappings, reject
+from hub.bus.bridge import BridgeCodec
 from hub.bus.mqtt import Message
 from hub.bus.reject import Rejected
 from hub.config import HubConfig
@@ -34,7 +35,8 @@ class Router:
         ingest = config.ingest
         self.prefix = config.broker.topic_prefix
         self.readings_prefix = f"{self.prefix}/readings/"
-        self.readings_levels = self.readings_prefix.count("/") + 1
+        self.bridge_prefix = f"{self.prefix}/bridge/"
+        self.bridge = BridgeCodec(config.serial.esc)
         self.discovery_prefix = ingest.esphome.discovery_prefix
         self.max_levels = ingest.max_topic_levels
         self.max_payload = ingest.max_payload
@@ -52,6 +54,7 @@ class Router:
         subs: list[str] = []
         if self.config.ingest.hub_json:
             subs.append(f"{self.prefix}/readings/#")
+            subs.append(f"{self.prefix}/bridge/+")
         if self.esphome_enabled:
             for node in self.config.ingest.esphome.topic_prefixes:
                 subs += [f"{node}/{c}/+/state" for c in sorted(esphome.STATE_COMPONENTS)]
@@ -93,6 +96,10 @@ class Router:
                 message.received_ms,
                 now_ms + self.future_ms - hub_json.MAX_FUTURE_MS,
             )
+            return Decoded(readings=readings, events=events)
+        if topic.startswith(self.bridge_prefix):
+            node = topic[len(self.bridge_prefix) :]
+            readings, events = self.bridge.decode(node, payload, message.received_ms)
             return Decoded(readings=readings, events=events)
         parts = topic.split("/")
         if self.esphome_enabled:

@@ -84,6 +84,7 @@ def device_acl(name: str, kind: Kind) -> AclUser:
     ]
     if kind == "rc-bridge":
         rules.append(AclRule("write", f"hub/readings/{name}"))  # hub JSON, its own device only
+        rules.append(AclRule("write", f"hub/bridge/{name}"))  # raw ESC frames, bridge line protocol
     return AclUser(name, tuple(rules), comment=f"device {name} ({kind})")
 
 
@@ -97,6 +98,7 @@ def hub_acl(username: str) -> AclUser:
         AclRule("read", "+/status"),
         AclRule("read", "homeassistant/+/+/+/config"),
         AclRule("read", "hub/readings/#"),
+        AclRule("read", "hub/bridge/+"),
         AclRule("write", "hub/#"),
         AclRule("write", "homeassistant/#"),
     )

@@ -292,3 +292,22 @@ def test_finite_check() -> None:
     with pytest.raises(Rejected):
         hub_json.number(math.nan, "x")
     assert hub_json.number(True, "x") == 1.0
+
+
+def test_bridge_lines_decode_through_the_serial_decoders() -> None:
+    router = Router(HubConfig())
+    assert "hub/bridge/+" in router.subscriptions()
+    # KISS vector K1 of specs/esc-telemetry.md §8.1 as the RC bridge firmware sends it
+    line = b'{"v":1,"t_us":1000000,"src":"esc0","proto":"kiss","raw":"2306 9004 D202 3701 0076"}\n'
+    decoded = router.decode(msg("hub/bridge/rc-bridge", line), NOW)
+    metrics = {r.metric: r.value for r in decoded.readings}
+    assert decoded.readings and {r.device for r in decoded.readings} == {"rc-bridge"}
+    assert metrics["esc_temperature"] == 35.0 and metrics["pack_voltage"] == pytest.approx(16.8)
+    assert (
+        rejected(
+            router,
+            "hub/bridge/rc-bridge",
+            b'{"v":1,"t_us":1,"src":"esc0","proto":"kiss","raw":"0000"}\nnot json\n',
+        )
+        == reject.BAD_FRAME
+    )

@@ -161,6 +161,7 @@ def test_hub_acl_is_exactly_what_the_hub_uses() -> None:
         ("read", "+/status"),
         ("read", "homeassistant/+/+/+/config"),
         ("read", "hub/readings/#"),
+        ("read", "hub/bridge/+"),
         ("write", "hub/#"),
         ("write", "homeassistant/#"),
     ]
