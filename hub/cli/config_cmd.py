@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from hub.cli.common import config_option, err_console, load_or_exit
-from hub.config.loader import ConfigError, example_config, load_config
+from hub.config.loader import ConfigError, example_config, load_config, reference_markdown
 
 
 @click.group("config")
@@ -47,3 +47,9 @@ def show(config_path: Path | None) -> None:
     config = load_or_exit(config_path)
     data = config.model_dump(mode="json", by_alias=True)
     click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+
+
+@config_group.command("reference")
+def reference() -> None:
+    """Print the configuration reference as Markdown (docs/configuration.md)."""
+    click.echo(reference_markdown(), nl=False)

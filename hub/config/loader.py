@@ -247,3 +247,48 @@ def example_config() -> str:
 
     emit(HubConfig(), 0)
     return "\n".join(out) + "\n"
+
+
+def reference_markdown() -> str:
+    """The configuration reference (docs/configuration.md), generated from the schema."""
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from the schema by `hub config reference`; do not edit by hand.",
+        "Every option has a default. Environment overrides: `HUB_<SECTION>__<KEY>`",
+        "(e.g. `HUB_BROKER__URL=mqtt://10.0.0.2:1883`). `hub config example` prints a commented",
+        "hub.yaml with every default; `hub config check FILE` validates one.",
+        "",
+    ]
+
+    def default_of(model: BaseModel, name: str) -> str:
+        value = model.model_dump(mode="json", by_alias=True).get(type(model).model_fields[name].alias or name)
+        field = type(model).model_fields[name]
+        if field.annotation is not None and "Secret" in str(field.annotation) and value:
+            return "`********`"
+        if value in (None, {}, []):
+            return "(none)" if value is None else f"`{value!r}`"
+        return f"`{yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).strip().removesuffix('...').strip()}`"
+
+    def section(model: BaseModel, path: str) -> None:
+        rows = []
+        nested = []
+        for name, field in type(model).model_fields.items():
+            key = field.alias or name
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                nested.append((f"{path}.{key}" if path else key, value, field.description or ""))
+                continue
+            rows.append(f"| `{key}` | {default_of(model, name)} | {(field.description or '').replace('|', '/')} |")
+        if rows:
+            out.append(f"## `{path or '(top level)'}`")
+            out.append("")
+            doc = (type(model).__doc__ or "").strip().splitlines()
+            if doc:
+                out.extend([doc[0], ""])
+            out.extend(["| option | default | what it does |", "|---|---|---|", *rows, ""])
+        for sub_path, sub_model, _ in nested:
+            section(sub_model, sub_path)
+
+    section(HubConfig(), "")
+    return "\n".join(out)

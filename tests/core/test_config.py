@@ -152,3 +152,12 @@ def test_cli_config_example_is_valid(tmp_path: Path) -> None:
     path = write(tmp_path, result.output)
     assert isinstance(yaml.safe_load(path.read_text()), dict)
     load_config(path, environ={})
+
+
+def test_configuration_reference_is_current() -> None:
+    from hub.config.loader import reference_markdown
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    assert path.read_text() == reference_markdown(), (
+        "regenerate: hub config reference > docs/configuration.md"
+    )
