@@ -40,6 +40,7 @@ REGISTRY: dict[str, tuple[str, Callable[[HubConfig], bool]]] = {
     ),
     "influx": ("hub.store.influx:build", _always),  # also reports a paused outbox when disabled
     "alerts": ("hub.alerts.component:build", lambda c: c.alerts.enabled),
+    "web": ("hub.web.component:build", lambda c: c.web.enabled),
 }
 
 

@@ -39,12 +39,19 @@ MIN_TIMESTAMP_MS = 946_684_800_000
 MAX_FUTURE_MS = 86_400_000
 
 
+_GOOD_DEVICES: set[str] = set()
+
+
 def check_device(name: str) -> str:
+    if name in _GOOD_DEVICES:
+        return name
     if not DEVICE_RE.match(name):
         raise Rejected(
             reject.BAD_NAME,
             f"device name {name!r} must be 1-64 ASCII letters, digits, '_', '-' or '.'",
         )
+    if len(_GOOD_DEVICES) < 10_000:
+        _GOOD_DEVICES.add(name)
     return name
 
 
@@ -137,6 +144,26 @@ def _str_map(obj: Mapping[str, Any], key: str) -> dict[str, str]:
     return raw
 
 
+def _tags(obj: Mapping[str, Any]) -> dict[str, str]:
+    tags = _str_map(obj, "tags")
+    for key in tags:
+        if not TAG_KEY_RE.match(key):
+            raise Rejected(reject.BAD_NAME, f"tag name {key!r} must be lower-case ASCII")
+    return tags
+
+
+_GOOD_NAMES: set[str] = set()  # names already checked: the same few recur in every message
+
+
+def _name(name: Any, what: str = "metric") -> str:
+    if name in _GOOD_NAMES:
+        return str(name)
+    check_metric(name)
+    if len(_GOOD_NAMES) < 10_000:
+        _GOOD_NAMES.add(name)
+    return str(name)
+
+
 def _sample(
     device: str,
     obj: Mapping[str, Any],
@@ -149,11 +176,12 @@ def _sample(
     events: list[Event],
 ) -> None:
     ts_ms = parse_timestamp(obj, received_ms, now_ms)
-    units = {**base_units, **_str_map(obj, "units")}
-    tags = {**base_tags, **_str_map(obj, "tags")}
-    for key in tags:
-        if not TAG_KEY_RE.match(key):
-            raise Rejected(reject.BAD_NAME, f"tag name {key!r} must be lower-case ASCII")
+    units: Mapping[str, str] = base_units
+    if "units" in obj:
+        units = {**base_units, **_str_map(obj, "units")}
+    tags: Mapping[str, str] = base_tags
+    if "tags" in obj:
+        tags = {**base_tags, **_tags(obj)}
     values: Any
     if "values" in obj:
         values = obj["values"]
@@ -162,17 +190,25 @@ def _sample(
     elif "metric" in obj:
         values = {obj["metric"]: obj.get("value")}
         if "unit" in obj and isinstance(obj["unit"], str):
-            units.setdefault(obj["metric"], obj["unit"])
+            units = {**units, obj["metric"]: obj["unit"]}
     else:
         values = {}
+    append = readings.append
     for metric, value in values.items():
-        check_metric(metric)
-        spec = CATALOG.get(metric)
-        unit = units.get(metric, spec.unit if spec else None)
-        readings.append(Reading(device, metric, number(value, metric), ts_ms, unit, tags, source))
-    for name, text in _str_map(obj, "events").items():
-        check_metric(name)
-        events.append(Event(device, name, text, ts_ms, source))
+        _name(metric)
+        if type(value) is float and value - value == 0.0:  # finite float: the common case
+            number_value = value
+        else:
+            number_value = number(value, metric)
+        unit = units.get(metric) if units else None
+        if unit is None:
+            spec = CATALOG.get(metric)
+            unit = spec.unit if spec else None
+        append(Reading(device, metric, number_value, ts_ms, unit, tags, source))
+    if "events" in obj:
+        for name, text in _str_map(obj, "events").items():
+            _name(name)
+            events.append(Event(device, name, text, ts_ms, source))
 
 
 def decode(
@@ -190,7 +226,7 @@ def decode(
     if not isinstance(source, str):
         raise Rejected(reject.NOT_AN_OBJECT, "source must be a string")
     units = _str_map(obj, "units")
-    tags = _str_map(obj, "tags")
+    tags = _tags(obj)
     readings: list[Reading] = []
     events: list[Event] = []
     if "samples" in obj:
@@ -199,8 +235,8 @@ def decode(
             raise Rejected(reject.NOT_AN_OBJECT, "samples must be a list of objects")
         for sample in samples:
             _sample(device, sample, units, tags, source, received_ms, now_ms, readings, events)
-    else:
-        _sample(device, obj, units, tags, source, received_ms, now_ms, readings, events)
+    else:  # the top-level maps are the sample's own: pass them once, not merged twice
+        _sample(device, obj, {}, {}, source, received_ms, now_ms, readings, events)
     if not readings and not events:
         raise Rejected(
             reject.MISSING_FIELD,

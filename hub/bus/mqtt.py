@@ -79,6 +79,7 @@ class MqttStats:
     protocol: str = ""
     last_error: str = ""
     inbox_peak: int = 0
+    backpressure: int = 0
     session_present: bool = False
     history: list[str] = field(default_factory=list)
 
@@ -109,6 +110,8 @@ class MqttConnection:
         self._wakeup = asyncio.Event()
         self._waiting = False
         self._connected = threading.Event()
+        self._inbox_max = config.receive_maximum
+        self._room = threading.Event()
         self._protocol = self._initial_protocol()
         self._client = self._make_client()
         self._stopping = False
@@ -204,6 +207,7 @@ class MqttConnection:
     def stop(self, *, offline: bool = True) -> None:
         """Mark ourselves offline (retained), disconnect cleanly and stop paho's thread."""
         self._stopping = True
+        self._room.set()
         if offline and self._connected.is_set():
             info = self._client.publish(self.availability_topic, OFFLINE, qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
@@ -322,10 +326,19 @@ class MqttConnection:
             log.debug("MQTT connection attempt failed (%s); retrying", reason)
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
-        self._inbox.append((message, time.time_ns() // 1_000_000))
+        inbox = self._inbox
+        inbox.append((message, time.time_ns() // 1_000_000))
         if self._waiting:
             self._waiting = False
             self._loop_call(self._wakeup.set)
+        if len(inbox) >= self._inbox_max:
+            # Backpressure: Mosquitto does not always honour our Receive Maximum (queued
+            # messages of a resumed session arrive all at once), so stop reading the socket
+            # until the store has caught up; TCP then holds the rest at the broker.
+            self.stats.backpressure += 1
+            self._room.clear()
+            while len(inbox) >= self._inbox_max and not self._stopping:
+                self._room.wait(0.5)
 
     def _loop_call(self, callback: Callable[[], object]) -> None:
         loop = self._loop
@@ -373,6 +386,8 @@ class MqttConnection:
             )
         self.stats.received += len(batch)
         self.stats.received_bytes += received_bytes
+        if len(inbox) < self._inbox_max:
+            self._room.set()
         return batch
 
     def pending(self) -> int:

@@ -45,6 +45,8 @@ class Router:
         self.accept_unknown = ingest.esphome.accept_unknown
         self.esphome_enabled = ingest.esphome.enabled
         self.entities: dict[str, esphome.Entity] = dict(entities or {})
+        # state topic -> (device, metric, unit, tags) of sensors decoded before
+        self._plans: dict[str, tuple[str, str, str | None, dict[str, str]]] = {}
         self.mappings = list(ingest.mappings)
         self.ignored_status = {self.prefix, self.discovery_prefix}
         # Nodes the native-API bridge feeds: their ESPHome MQTT topics would store twice.
@@ -104,6 +106,14 @@ class Router:
         parts = topic.split("/")
         if self.esphome_enabled:
             if len(parts) >= 4 and parts[-1] == "state" and parts[-3] in esphome.STATE_COMPONENTS:
+                plan = self._plans.get(topic)
+                if plan is not None:  # a sensor seen before: only the number is new
+                    device, metric, unit, tags = plan
+                    value = esphome.parse_float(payload, topic)
+                    reading = Reading(
+                        device, metric, value, message.received_ms, unit, tags, "mqtt"
+                    )
+                    return Decoded(readings=[reading], has_own_timestamp=False)
                 entity = self.entities.get(topic)
                 if self.api_fed and (entity.device if entity else parts[-4]) in self.api_fed:
                     return Decoded()
@@ -117,10 +127,14 @@ class Router:
                     self.overrides,
                     self.accept_unknown,
                 )
+                if parts[-3] == "sensor" and len(readings) == 1 and len(self._plans) < 100_000:
+                    r = readings[0]
+                    self._plans[topic] = (r.device, r.metric, r.unit, r.tags)
                 return Decoded(readings=readings, events=events, has_own_timestamp=False)
             if parts[0] == self.discovery_prefix and parts[-1] == "config":
                 found = esphome.decode_discovery(topic, payload, self.overrides)
                 decoded = Decoded()
+                self._plans.clear()  # units or names may have changed
                 if found is not None:
                     if found.entity is not None:
                         self.entities[found.entity.state_topic] = found.entity

@@ -262,7 +262,9 @@ def reference_markdown() -> str:
     ]
 
     def default_of(model: BaseModel, name: str) -> str:
-        value = model.model_dump(mode="json", by_alias=True).get(type(model).model_fields[name].alias or name)
+        value = model.model_dump(mode="json", by_alias=True).get(
+            type(model).model_fields[name].alias or name
+        )
         field = type(model).model_fields[name]
         if field.annotation is not None and "Secret" in str(field.annotation) and value:
             return "`********`"
@@ -279,7 +281,9 @@ def reference_markdown() -> str:
             if isinstance(value, BaseModel):
                 nested.append((f"{path}.{key}" if path else key, value, field.description or ""))
                 continue
-            rows.append(f"| `{key}` | {default_of(model, name)} | {(field.description or '').replace('|', '/')} |")
+            rows.append(
+                f"| `{key}` | {default_of(model, name)} | {(field.description or '').replace('|', '/')} |"
+            )
         if rows:
             out.append(f"## `{path or '(top level)'}`")
             out.append("")

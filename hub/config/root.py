@@ -17,6 +17,7 @@ from hub.ha.settings import HomeAssistantConfig
 from hub.sources.esphome_settings import EsphomeApiSettings
 from hub.sources.serial.settings import SerialSourceConfig
 from hub.store.influx_settings import InfluxSettings
+from hub.web.settings import WebSettings
 
 __all__ = ["HubConfig"]
 
@@ -51,6 +52,9 @@ class HubConfig(ConfigModel):
     )
     simulate: SimulateConfig = Field(
         default_factory=SimulateConfig, description="Built-in simulator."
+    )
+    web: WebSettings = Field(
+        default_factory=WebSettings, description="Web dashboard, REST API and live feed."
     )
     alerts: AlertsConfig = Field(
         default_factory=AlertsConfig,

@@ -165,7 +165,9 @@ class Buggy:
     def step(self, now: float, dt: float) -> list[Reading]:
         rng = self.rng
         if self.phase_until == 0.0:
-            self.phase_until = now + 3.0  # on the table first: a resting voltage sets the cell count
+            self.phase_until = (
+                now + 3.0
+            )  # on the table first: a resting voltage sets the cell count
         if now >= self.phase_until:
             # Laps: full-throttle straights, partial corners, a pause now and then.
             self.target = rng.choice((1.0, 0.9, 0.6, 0.4, 0.2, 0.0))

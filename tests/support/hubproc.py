@@ -56,6 +56,7 @@ class HubProcess:
             },
             "status": {"interval": "0.2s"},
             "log": {"level": "info"},
+            "web": {"host": "127.0.0.1", "port": free_port()},  # never the default 8090
         }
         for key, value in (extra or {}).items():
             if isinstance(value, dict) and isinstance(config.get(key), dict):

@@ -1,0 +1,171 @@
+"""The web app: REST API, live feed and the dashboard's static files, from one factory.
+
+`create_app(ctx)` builds a FastAPI app around a `WebContext` (kept in `app.state.ctx`), so a
+test or a bench can serve the same app over a store of its own. Every error is JSON
+(`{"error": "...", "detail": ...}`); request bodies are limited in size; CORS is off unless
+origins are configured; the dashboard is plain files (ES modules, no build step).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hub.web.context import WebContext
+from hub.web.routes import alerts, dead_letters, devices, health, live, metrics, query, sessions
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+class BodyLimit:
+    """Refuses request bodies over `limit` bytes with 413, by header or by counting."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.limit
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    await _too_large(self.limit, send)
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(self.limit, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(limit: int, send: Send) -> None:
+    body = JSONResponse(
+        {"error": f"request body too large (limit {limit} bytes, web.max_request_bytes)"}, 413
+    )
+    await send({"type": "http.response.start", "status": 413, "headers": body.raw_headers})
+    await send({"type": "http.response.body", "body": body.body})
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        docs = scope["path"].startswith("/api/docs")
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY"),
+                ]
+                if not docs:
+                    headers.append((b"content-security-policy", _CSP.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def _error(status: int, message: str, detail: Any = None, headers: Any = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if detail is not None:
+        body["detail"] = detail
+    return JSONResponse(body, status, headers=headers)
+
+
+def create_app(ctx: WebContext) -> FastAPI:
+    app = FastAPI(
+        title="Telemetry hub",
+        version=ctx.version,
+        description=(
+            "REST API of the home-lab telemetry hub: devices, the metric catalog, downsampled "
+            "queries, latest values, alerts, RC drive sessions, dead letters, health and "
+            "Prometheus metrics. Reading is open on the LAN unless `web.read_requires_token` is "
+            "set; anything that changes state needs the API token as `Authorization: Bearer`. "
+            "Live readings: WebSocket `/api/live`."
+        ),
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.ctx = ctx
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            message = f"nothing at {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        return _error(exc.status_code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        first = details[0] if details else {"where": "request", "problem": "invalid"}
+        return _error(422, f"invalid request: {first['where']}: {first['problem']}", details)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return _error(500, "internal error (logged by the hub)")
+
+    for module in (devices, metrics, query, alerts, sessions, dead_letters, health, live):
+        app.include_router(module.router)
+    app.mount("/", StaticFiles(directory=STATIC, html=True), name="dashboard")
+
+    if ctx.settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=ctx.settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, limit=ctx.settings.max_request_bytes)
+    return app

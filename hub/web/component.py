@@ -1,0 +1,197 @@
+"""The web dashboard and REST API as a `hub run` component: uvicorn inside the hub's loop.
+
+The listening socket is bound here, so a port in use is a logged error and a hub without its
+dashboard, not a dead hub. uvicorn's own signal handling is switched off: the hub owns SIGINT
+and SIGTERM and stops this component in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+
+from hub.web.app import create_app
+from hub.web.auth import TokenStore
+from hub.web.context import WebContext
+from hub.web.live import LiveFeed
+from hub.web.reader import Readers
+from hub.web.routes.alerts import alert_dict
+
+if TYPE_CHECKING:
+    from hub.service import Hub
+
+log = logging.getLogger(__name__)
+
+_ENGINE_METHODS = ("active", "history", "acknowledge")
+
+
+class _EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the hub handles signals
+
+
+def find_alert_engine(hub: Any) -> Any | None:
+    """The alert engine of a running hub, wherever the alerts component keeps it."""
+    candidates = [getattr(hub, "alerts", None), getattr(hub, "alert_engine", None)]
+    for component in getattr(hub, "components", ()):
+        candidates += [getattr(component, "engine", None), component]
+    for candidate in candidates:
+        if candidate is not None and all(
+            callable(getattr(candidate, m, None)) for m in _ENGINE_METHODS
+        ):
+            return candidate
+    return None
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+class WebComponent:
+    name = "web"
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.settings = hub.config.web
+        self.token_path = hub.config.data_dir / self.settings.token_file
+        self.tokens = TokenStore(self.token_path)
+        self.live = LiveFeed(self.settings.live_queue, self.settings.live_max_clients)
+        self.readers = Readers(hub.config.store_path)
+        self.server: _EmbeddedServer | None = None
+        self.url: str | None = None
+        self.error: str | None = None
+        self._serve: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    def context(self) -> WebContext:
+        hub = self.hub
+        ingest = hub.ingest
+        return WebContext(
+            settings=self.settings,
+            readers=self.readers,
+            tokens=self.tokens,
+            live=self.live,
+            status=hub.status,
+            alert_engine=lambda: find_alert_engine(hub),
+            run_in_store=ingest.call if ingest is not None else None,
+            writer=hub.store,
+            router=ingest.router if ingest is not None else None,
+            notify=ingest.notify if ingest is not None else None,
+            config_dump=lambda: hub.config.model_dump(mode="json"),
+        )
+
+    async def start(self) -> None:
+        settings = self.settings
+        token = await asyncio.to_thread(self.tokens.ensure)
+        if token is not None:
+            # Shown this once; only its scrypt hash is kept.
+            log.warning(
+                "New web API token (shown once, stored hashed in %s): %s", self.token_path, token
+            )
+        try:
+            sock = bind(settings.host, settings.port)
+        except OSError as exc:
+            self.error = f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+            log.error("Web dashboard off: %s (set web.port, or web.enabled: false)", self.error)
+            return
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(self.context()),
+            log_config=None,
+            access_log=settings.access_log,
+            lifespan="off",
+            server_header=False,
+            proxy_headers=False,
+            ws_ping_interval=settings.live_ping,
+            ws_ping_timeout=settings.live_ping,
+            ws_max_size=settings.max_request_bytes,
+            h11_max_incomplete_event_size=settings.max_request_bytes,
+            timeout_graceful_shutdown=3,
+        )
+        self.server = _EmbeddedServer(config)
+        self._serve = asyncio.create_task(self.server.serve(sockets=[sock]), name="web-server")
+        for _ in range(200):
+            if self.server.started or self._serve.done():
+                break
+            await asyncio.sleep(0.025)
+        if self.hub.ingest is not None:
+            self.hub.ingest.listeners.append(self.live.on_committed)
+        self._watch = asyncio.create_task(self._subscribe_alerts(), name="web-alerts")
+        shown = socket.gethostname() if settings.host in ("0.0.0.0", "::") else settings.host
+        self.url = f"http://{shown}:{port}/"
+        log.info(
+            "Dashboard at %s (listening on %s:%d; API docs at /api/docs)",
+            self.url, settings.host, port,
+        )  # fmt: skip
+
+    async def _subscribe_alerts(self) -> None:
+        """Alerts reach the live feed as soon as an engine exists (it may start after us)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            engine = find_alert_engine(self.hub)
+            subscribe = getattr(engine, "subscribe", None)
+            if callable(subscribe):
+
+                def on_alert(transition: Any) -> None:
+                    alert = getattr(transition, "alert", transition)
+                    data = alert_dict(alert)
+                    data["transition"] = getattr(transition, "kind", None)
+                    loop.call_soon_threadsafe(self.live.publish_alert, data)
+
+                subscribe(on_alert)
+                return
+            await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        if self.hub.ingest is not None and self.live.on_committed in self.hub.ingest.listeners:
+            self.hub.ingest.listeners.remove(self.live.on_committed)
+        await self.live.close()
+        if self.server is not None and self._serve is not None:
+            self.server.should_exit = True
+            try:
+                await asyncio.wait_for(asyncio.shield(self._serve), 5)
+            except TimeoutError:
+                self.server.force_exit = True
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._serve, 2)
+        self.readers.close()
+
+    def status(self) -> dict[str, Any]:
+        port = None
+        if self.server is not None and self.server.servers:
+            sockets = self.server.servers[0].sockets
+            port = sockets[0].getsockname()[1] if sockets else None
+        return {
+            "url": self.url,
+            "port": port,
+            "error": self.error,
+            "live": self.live.status(),
+        }
+
+
+def build(hub: Hub) -> WebComponent | None:
+    settings = getattr(hub.config, "web", None)
+    if settings is None or not settings.enabled:
+        return None
+    return WebComponent(hub)
