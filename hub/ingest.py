@@ -230,7 +230,8 @@ class IngestCore:
                 continue
             if decoded.has_own_timestamp:
                 if decoded.readings:
-                    own_stamps.append(decoded.readings[-1].timestamp_ms)
+                    # the oldest sample of the message: its latency is the one to report
+                    own_stamps.append(min(r.timestamp_ms for r in decoded.readings))
             else:
                 # Stamped with the receive time: two states of one topic within the same
                 # millisecond would share a sample key, so a later one moves up by 1 ms.

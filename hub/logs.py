@@ -36,7 +36,8 @@ def setup_logging(config: LogConfig, json_lines: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.level.upper())
-    # paho logs every packet at DEBUG; keep it quiet unless asked for by name.
-    logging.getLogger("hub.bus.paho").setLevel(logging.WARNING)
+    # paho logs every packet at DEBUG and every failed reconnect at ERROR; the hub reports
+    # connection state itself (once per outage), so paho speaks only when asked for by name.
+    logging.getLogger("hub.bus.paho").setLevel(logging.CRITICAL)
     for name, level in config.levels.items():
         logging.getLogger(name).setLevel(level.upper())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import threading
@@ -73,10 +74,15 @@ class Hub:
         )
         self.ingest.load_state()
         self.connection.start(asyncio.get_running_loop())
-        host, port, _ = config.broker.host_port_tls
+        host, port, tls = config.broker.host_port_tls
         if not await self.connection.wait_connected(10):
-            log.warning(
-                "MQTT broker %s:%s not reachable yet; retrying in the background", host, port
+            reason = await asyncio.to_thread(self.connection.probe)
+            self.connection.stats.last_error = reason
+            log.error(
+                "MQTT broker %s:%s not reachable: %s. Retrying in the background",
+                host,
+                port,
+                reason,
             )
         self.ingest.start()
         self.components = build_all(self)
@@ -87,10 +93,12 @@ class Hub:
         if config.simulate.enabled:
             self._start_simulator(host, port)
         self.ready.set()
+        # Everything built so far lives as long as the hub: keep the collector from walking it.
+        gc.freeze()
         log.info(
-            "Hub is up: broker mqtt://%s:%s%s, store %s. Look with 'hub status', "
+            "Hub is up: broker %s://%s:%s%s, store %s. Look with 'hub status', "
             "'hub query pm2_5 --since 10m', 'hub query pack_voltage --device buggy --since 5m'.",
-            host, port, " (managed)" if self.broker else "", config.store_path,
+            "mqtts" if tls else "mqtt", host, port, " (managed)" if self.broker else "", config.store_path,
         )  # fmt: skip
 
     def _start_simulator(self, host: str, port: int) -> None:

@@ -105,7 +105,7 @@ class MqttConnection:
         self.availability_topic = availability_topic or f"{config.topic_prefix}/status"
         self.state = ConnectionState.DISCONNECTED
         self.stats = MqttStats()
-        self._inbox: collections.deque[tuple[paho.MQTTMessage, int]] = collections.deque()
+        self._inbox: collections.deque[Message] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup = asyncio.Event()
         self._waiting = False
@@ -194,6 +194,32 @@ class MqttConnection:
         )
         self._client.loop_start()
 
+    def probe(self, timeout: float = 3.0) -> str:
+        """Why the broker cannot be reached, in words (TCP and TLS as configured)."""
+        host, port, use_tls = self.config.host_port_tls
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as sock:
+                if use_tls:
+                    tls = self.config.tls
+                    context = ssl.create_default_context(
+                        cafile=str(tls.ca_file) if tls.ca_file else None
+                    )
+                    if tls.insecure:
+                        context.check_hostname = False
+                    with context.wrap_socket(sock, server_hostname=host):
+                        pass
+        except ssl.SSLCertVerificationError as exc:
+            return f"the broker's TLS certificate is not trusted ({exc.verify_message}); set broker.tls.ca_file"
+        except ssl.SSLError as exc:
+            return f"TLS handshake failed ({exc.reason or exc}); is this a TLS port?"
+        except ConnectionRefusedError:
+            return f"nothing listens on {host}:{port} (connection refused)"
+        except TimeoutError:
+            return f"{host}:{port} does not answer (timed out)"
+        except OSError as exc:
+            return f"cannot reach {host}:{port}: {exc.strerror or exc}"
+        return self.stats.last_error or "reachable, but the MQTT handshake has not completed"
+
     async def wait_connected(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -249,7 +275,11 @@ class MqttConnection:
                 self._loop_call(self._restart_client)
                 return
             if self.stats.refused == 1:
-                log.warning("MQTT broker refused the connection: %s", reason)
+                log.error(
+                    "MQTT broker %s:%s refused the connection: %s (check broker.username and broker.password); retrying",
+                    *self.config.host_port_tls[:2],
+                    reason,
+                )
             else:
                 log.debug("MQTT broker refused the connection again: %s", reason)
             return
@@ -319,7 +349,8 @@ class MqttConnection:
         if self._stopping:
             return
         self.stats.disconnects += 1
-        self.state = ConnectionState.DISCONNECTED
+        if self.state != ConnectionState.REFUSED:  # a refusal stays visible until we get in
+            self.state = ConnectionState.DISCONNECTED
         if was_connected:
             log.warning("Disconnected from MQTT broker (%s); reconnecting", reason)
         else:
@@ -327,7 +358,19 @@ class MqttConnection:
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         inbox = self._inbox
-        inbox.append((message, time.time_ns() // 1_000_000))
+        # Converted here, so paho's message (with its MQTT 5 properties, a dozen objects)
+        # dies at once instead of waiting in the inbox for the garbage collector to walk it.
+        inbox.append(
+            Message(
+                message.topic,
+                message.payload,
+                message.qos,
+                message.mid,
+                message.dup,
+                message.retain,
+                time.time_ns() // 1_000_000,
+            )
+        )
         if self._waiting:
             self._waiting = False
             self._loop_call(self._wakeup.set)
@@ -366,24 +409,9 @@ class MqttConnection:
         size = len(inbox)
         if size > self.stats.inbox_peak:
             self.stats.inbox_peak = size
-        batch: list[Message] = []
         popleft = inbox.popleft
-        received_bytes = 0
-        for _ in range(min(limit, size)):
-            msg, received_ms = popleft()
-            payload = msg.payload
-            received_bytes += len(payload)
-            batch.append(
-                Message(
-                    msg.topic,
-                    payload,
-                    msg.qos,
-                    msg.mid,
-                    bool(msg.dup),
-                    bool(msg.retain),
-                    received_ms,
-                )
-            )
+        batch = [popleft() for _ in range(min(limit, size))]
+        received_bytes = sum(len(m.payload) for m in batch)
         self.stats.received += len(batch)
         self.stats.received_bytes += received_bytes
         if len(inbox) < self._inbox_max:

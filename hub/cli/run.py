@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -53,6 +54,9 @@ def run(
         overrides[("broker", "url")] = broker_url
     config = load_or_exit(config_path, overrides)
     setup_logging(config.log, log_json)
+    # Ingest allocates many short-lived objects per message (paho's MQTT 5 properties among
+    # them); the default threshold of 700 ran a collection every few messages.
+    gc.set_threshold(20_000, 20, 20)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -171,12 +171,13 @@ class LiveView:
 @click.option(
     "--vesc-rate", type=float, default=20.0, show_default=True, help="VESC polls per second."
 )
+@click.option("--publish-interval", type=float, default=0.05, show_default=True, help="Seconds between two MQTT messages; readings are batched in between.")  # fmt: skip
 @click.option("--no-tui", is_flag=True, help="Plain log lines instead of the live view.")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 def log_cmd(
     port: str, baud: int | None, protocol: str, vehicle: str, broker: str, poles: int | None,
-    cells: int | None, capture_dir: Path, spool: Path, vesc_rate: float, no_tui: bool,
-    duration: float | None,
+    cells: int | None, capture_dir: Path, spool: Path, vesc_rate: float, publish_interval: float,
+    no_tui: bool, duration: float | None,
 ) -> None:  # fmt: skip
     """Read an ESC telemetry port, publish readings to MQTT (spooled when offline), capture raw."""
     from hub.bus.hub_json import check_device
@@ -192,7 +193,7 @@ def log_cmd(
     capture = CaptureWriter(capture_dir, protocol, baud or 0, port)
     logger = SerialLogger(
         port, vehicle, publisher.submit, protocol, baud, _settings(poles), capture,
-        vesc_poll_interval=1 / vesc_rate,
+        vesc_poll_interval=1 / vesc_rate, publish_interval=publish_interval,
     )  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: logger.stop())
     publisher.start()

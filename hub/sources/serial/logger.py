@@ -55,7 +55,7 @@ class SerialLogger:
         settings: EscSettings | None = None,
         capture: CaptureWriter | None = None,
         vesc_poll_interval: float = 0.05,
-        publish_interval: float = 0.2,
+        publish_interval: float = 0.05,
         detect_seconds: float = 1.5,
         clock: Callable[[], float] = time.time,
         on_frame: Callable[[Decoded], None] | None = None,
