@@ -119,6 +119,7 @@ def raw_session(port: int, client_id: str, clean: bool) -> paho.Client:
 
 
 def bench_raw(port: int, items: list[tuple[str, bytes]]) -> float:
+    """The ceiling: a bare paho subscriber in its own process (as clean as the hub's)."""
     client = raw_session(port, "bench-raw", True)
     client.loop_start()
     client.subscribe([(f, 1) for f in FILTERS])
@@ -126,6 +127,14 @@ def bench_raw(port: int, items: list[tuple[str, bytes]]) -> float:
     client.disconnect()
     client.loop_stop()
     publish_all(port, items)
+    out = subprocess.run(
+        [sys.executable, __file__, "--raw-consumer", str(port), str(len(items))],
+        capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def raw_consumer(port: int, count: int) -> None:
     done = threading.Event()
     state = {"count": 0, "first": 0.0, "last": 0.0}
 
@@ -138,7 +147,7 @@ def bench_raw(port: int, items: list[tuple[str, bytes]]) -> float:
         else:
             float(payload)
         state["count"] += 1
-        if state["count"] == len(items):
+        if state["count"] == count:
             state["last"] = time.perf_counter()
             done.set()
 
@@ -148,7 +157,7 @@ def bench_raw(port: int, items: list[tuple[str, bytes]]) -> float:
     done.wait(300)
     client.disconnect()
     client.loop_stop()
-    return len(items) / (state["last"] - state["first"])
+    print(count / (state["last"] - state["first"]))
 
 
 class Hub:
@@ -215,8 +224,17 @@ def main() -> None:
         "--rate", type=float, default=5000.0, help="offered load for the latency run (msgs/s)"
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
-    parser.add_argument("--synchronous", default="full", choices=["full", "normal"])
+    parser.add_argument(
+        "--synchronous",
+        default="normal",
+        choices=["full", "normal"],
+        help="store.synchronous (the hub's default: normal)",
+    )
+    parser.add_argument("--raw-consumer", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.raw_consumer:
+        raw_consumer(*args.raw_consumer)
+        return
     n = args.messages
     with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
         workdir = Path(tmp)
