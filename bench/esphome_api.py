@@ -36,7 +36,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--devices", type=int, default=20)
-    parser.add_argument("--rate", type=float, default=10.0, help="states per second per device")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=10.0,
+        help="updates per second per device (each sends every sensor)",
+    )
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
