@@ -107,6 +107,18 @@ CREATE TABLE IF NOT EXISTS mqtt_receipts (
 """
 
 
+DEAD_LETTER_COLUMNS = (
+    "id",
+    "received_ts",
+    "source",
+    "topic",
+    "reason",
+    "detail",
+    "payload",
+    "replayed_ts",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     received_ms: int
@@ -560,43 +572,25 @@ class Store:
     def dead_letters(
         self, limit: int = 100, reason: str | None = None, after_id: int = 0
     ) -> list[dict[str, Any]]:
-        sql = "SELECT id, received_ts, source, topic, reason, detail, length(payload), replayed_ts FROM dead_letters WHERE id > ?"
+        columns = ", ".join(DEAD_LETTER_COLUMNS).replace("payload", "length(payload)")
+        sql = f"SELECT {columns} FROM dead_letters WHERE id > ?"
         args: list[Any] = [after_id]
         if reason:
             sql += " AND reason = ?"
             args.append(reason)
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
-        keys = (
-            "id",
-            "received_ts",
-            "source",
-            "topic",
-            "reason",
-            "detail",
-            "payload_bytes",
-            "replayed_ts",
-        )
+        keys = tuple("payload_bytes" if k == "payload" else k for k in DEAD_LETTER_COLUMNS)
         return [dict(zip(keys, row, strict=True)) for row in self.conn.execute(sql, args)]
 
     def dead_letter(self, dead_letter_id: int) -> tuple[dict[str, Any], bytes | None] | None:
         row = self.conn.execute(
-            "SELECT id, received_ts, source, topic, reason, detail, payload, replayed_ts FROM dead_letters WHERE id=?",
+            f"SELECT {', '.join(DEAD_LETTER_COLUMNS)} FROM dead_letters WHERE id=?",
             (dead_letter_id,),
         ).fetchone()
         if row is None:
             return None
-        keys = (
-            "id",
-            "received_ts",
-            "source",
-            "topic",
-            "reason",
-            "detail",
-            "payload",
-            "replayed_ts",
-        )
-        info = dict(zip(keys, row, strict=True))
+        info = dict(zip(DEAD_LETTER_COLUMNS, row, strict=True))
         payload = info.pop("payload")
         info["payload_bytes"] = len(payload) if payload is not None else 0
         return info, payload
