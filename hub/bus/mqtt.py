@@ -293,7 +293,11 @@ class MqttConnection:
             self.stats.protocol,
             "resumed" if flags.session_present else "new",
         )
-        self._subscribe_all()
+        try:
+            self._subscribe_all()
+        except (ValueError, OSError) as exc:  # a bad filter must not kill paho's thread
+            self.stats.last_error = f"subscribe failed: {exc}"
+            log.error("Subscribing failed: %s", exc)
         client.publish(self.availability_topic, ONLINE, qos=1, retain=True)
         self._connected.set()
         for hook in self._on_connect_hooks:
@@ -306,16 +310,17 @@ class MqttConnection:
         if not self.subscriptions:
             return
         group = self.config.shared_group if self._protocol == MQTTProtocolVersion.MQTTv5 else None
-        topics: list[tuple[str, SubscribeOptions | int]] = []
+        names = []
         for topic in self.subscriptions:
             # Retained messages (ESPHome discovery, availability) belong to everyone; only the
             # live stream is split between a shared group's members.
             shared = group and not topic.startswith(("homeassistant/", "+/status"))
-            name = f"$share/{group}/{topic}" if shared else topic
-            if self._protocol == MQTTProtocolVersion.MQTTv5:
-                topics.append((name, SubscribeOptions(qos=1)))
-            else:
-                topics.append((name, 1))
+            names.append(f"$share/{group}/{topic}" if shared else topic)
+        topics: list[tuple[str, SubscribeOptions]] | list[tuple[str, int]]
+        if self._protocol == MQTTProtocolVersion.MQTTv5:
+            topics = [(name, SubscribeOptions(qos=1)) for name in names]
+        else:
+            topics = [(name, 1) for name in names]
         result, _ = self._client.subscribe(topics)
         if result != paho.MQTT_ERR_SUCCESS:
             log.warning("Subscribe failed: %s", paho.error_string(result))
@@ -363,7 +368,7 @@ class MqttConnection:
         inbox.append(
             Message(
                 message.topic,
-                message.payload,
+                bytes(message.payload),
                 message.qos,
                 message.mid,
                 message.dup,

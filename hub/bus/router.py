@@ -7,6 +7,7 @@ returns what a message carried (readings, events, learnt entities, availability)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from hub.bus import esphome, hub_json, mappings, reject
@@ -46,7 +47,7 @@ class Router:
         self.esphome_enabled = ingest.esphome.enabled
         self.entities: dict[str, esphome.Entity] = dict(entities or {})
         # state topic -> (device, metric, unit, tags) of sensors decoded before
-        self._plans: dict[str, tuple[str, str, str | None, dict[str, str]]] = {}
+        self._plans: dict[str, tuple[str, str, str | None, Mapping[str, str]]] = {}
         self.mappings = list(ingest.mappings)
         self.ignored_status = {self.prefix, self.discovery_prefix}
         # Nodes the native-API bridge feeds: their ESPHome MQTT topics would store twice.

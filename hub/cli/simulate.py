@@ -46,7 +46,9 @@ from hub.sources.simulate import Simulation, SimulatorPublisher, run_live, run_r
 def simulate(config_path: Path | None, broker_url: str | None, nodes: int, buggies: int, interval: float, rate: float,
              rounds: int | None, duration: float | None, seed: int | None, start: float | None) -> None:  # fmt: skip
     """Publish realistic data for NODES ESPHome-style air-quality nodes and BUGGIES buggies."""
-    overrides = {("broker", "url"): broker_url} if broker_url else None
+    overrides: dict[tuple[str, ...], object] | None = (
+        {("broker", "url"): broker_url} if broker_url else None
+    )
     config = load_or_exit(config_path, overrides)
     host, port, _ = config.broker.host_port_tls
     sim = Simulation(nodes, buggies, seed, config.broker.topic_prefix)

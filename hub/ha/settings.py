@@ -50,7 +50,7 @@ class RestSettings(ConfigModel):
         None, description="e.g. notify.mobile_app_phone: called when an alert fires or resolves."
     )
     notify_severities: list[Severity] = Field(
-        default_factory=lambda: ["warning", "critical"],
+        default_factory=lambda: ["warning", "critical"],  # type: ignore[arg-type]
         description="Severities that are sent to notify_service.",
     )
     timeout: Duration = Field(10.0, description="Per-request timeout.")

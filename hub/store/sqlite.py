@@ -596,7 +596,7 @@ class Store:
         return info, payload
 
     def purge_dead_letters(self, reason: str | None = None, before_ms: int | None = None) -> int:
-        sql, args = "DELETE FROM dead_letters WHERE 1=1", []
+        sql, args = "DELETE FROM dead_letters WHERE 1=1", list[Any]()
         if reason:
             sql += " AND reason = ?"
             args.append(reason)
@@ -632,7 +632,7 @@ class Store:
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def events(self, device: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        sql, args = "SELECT device, name, text, ts, source FROM events", []
+        sql, args = "SELECT device, name, text, ts, source FROM events", list[Any]()
         if device:
             sql += " WHERE device=?"
             args.append(device)
