@@ -233,7 +233,11 @@ class Hub:
             raw_cutoff = now_ms - int(retention.raw * 1000) if retention.raw else 0
             # Same thread as the ingest commits: the writer connection stays single-threaded.
             self.ingest.notify(await self.ingest.call(self.ingest.tick, now_ms))
-            await self.ingest.call(store.rollup, raw_cutoff)
+            # A few series per call: ingest batches commit in between, so a rollup never
+            # holds the store thread (and every reading's latency) for long.
+            for _ in range(64):  # at most 1,024 series a round; the rest waits for the next
+                if not await self.ingest.call(store.rollup, raw_cutoff, 16):
+                    break
             if time.monotonic() - last_retention >= self.config.store.maintenance_interval:
                 last_retention = time.monotonic()
                 deleted = await self.ingest.call(

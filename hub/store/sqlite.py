@@ -415,16 +415,20 @@ class Store:
 
     # -- rollups and retention ------------------------------------------------------------------
 
-    def rollup(self, raw_cutoff_ms: int = 0) -> int:
+    def rollup(self, raw_cutoff_ms: int = 0, max_series: int | None = None) -> int:
         """Recompute the 1-minute and 1-hour buckets that new samples touched.
 
         Idempotent (INSERT OR REPLACE from the raw samples), so late data (a spooled session
         forwarded hours later) simply recomputes its buckets. Buckets older than the raw
-        retention are left alone: their raw samples are gone.
+        retention are left alone: their raw samples are gone. `max_series` bounds one call, so
+        the caller can interleave ingest commits between calls; returns how many were done.
         """
         with self.transaction() as conn:
-            dirty = conn.execute("SELECT series_id, from_ts FROM rollup_dirty").fetchall()
-            conn.execute("DELETE FROM rollup_dirty")
+            sql = "SELECT series_id, from_ts FROM rollup_dirty ORDER BY series_id"
+            dirty = conn.execute(
+                sql + (f" LIMIT {int(max_series)}" if max_series else "")
+            ).fetchall()
+            conn.executemany("DELETE FROM rollup_dirty WHERE series_id = ? AND from_ts = ?", dirty)
             for series_id, from_ts in dirty:
                 start = max(from_ts, raw_cutoff_ms) // MINUTE_MS * MINUTE_MS
                 conn.execute(
