@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 import orjson
 
+from hub.cli.common import config_option, load_or_exit
 from hub.derive.session import Session
 from hub.model import Reading
 from hub.store.sessions import ExportFormat, SessionStore, export_readings
@@ -92,19 +93,19 @@ _DETAILS: tuple[tuple[str, str, str], ...] = (
 
 
 @click.group("sessions")
+@config_option
 @click.option(
     "--db",
     "db",
     type=click.Path(dir_okay=False, path_type=Path),
-    default="hub.db",
-    show_default=True,
+    default=None,
     envvar="HUB_DB",
-    help="The hub's SQLite file.",
+    help="The hub's SQLite file (default: the store of the hub's config, hub-data/hub.db).",
 )
 @click.pass_context
-def sessions(ctx: click.Context, db: Path) -> None:
+def sessions(ctx: click.Context, config_path: Path | None, db: Path | None) -> None:
     """RC drive sessions: list, show, export."""
-    ctx.obj = db
+    ctx.obj = db if db is not None else load_or_exit(config_path).store_path
 
 
 @sessions.command("list")
