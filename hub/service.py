@@ -25,9 +25,9 @@ from hub.bus.mqtt import MqttConnection
 from hub.bus.router import Router
 from hub.components import Component, build_all
 from hub.config import HubConfig
-from hub.derive.pipeline import Derivations
+from hub.derive.pipeline import Derivations, DeriveConfig
 from hub.ingest import IngestCore
-from hub.sources.simulate import Simulation, SimulatorPublisher, run_live
+from hub.sources.simulate import Simulation, SimulatorPublisher, run_live, simulated_vehicle
 from hub.store.sqlite import Store
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class Hub:
         self.store = Store(config.store_path, config.store.synchronous)
         router = Router(config)
         self.connection = MqttConnection(config.broker, router.subscriptions())
-        self.derivations = Derivations(config.derive)
+        self.derivations = Derivations(self._derive_config())
         self.ingest = IngestCore(
             self.connection,
             self.store,
@@ -100,6 +100,18 @@ class Hub:
             "'hub query pm2_5 --since 10m', 'hub query pack_voltage --device buggy --since 5m'.",
             "mqtts" if tls else "mqtt", host, port, " (managed)" if self.broker else "", config.store_path,
         )  # fmt: skip
+
+    def _derive_config(self) -> DeriveConfig:
+        """The demo's buggies are known vehicles: give them the simulator's pack and gearing
+        (unless hub.yaml describes them), so the dashboard shows cells, speed and sessions."""
+        derive = self.config.derive
+        sim = self.config.simulate
+        if not sim.enabled or not sim.buggies:
+            return derive
+        rc = dict(derive.rc)
+        for name in Simulation(0, sim.buggies, None).buggy_names():
+            rc.setdefault(name, simulated_vehicle(name))
+        return derive.model_copy(update={"rc": rc})
 
     def _start_simulator(self, host: str, port: int) -> None:
         sim_config = self.config.simulate

@@ -16,7 +16,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AdoptedDevice", "AdoptionError", "AdoptionStore", "BuildRecord", "FlashRecord"]
+__all__ = [
+    "AdoptedDevice",
+    "AdoptionError",
+    "AdoptionStore",
+    "BuildRecord",
+    "FlashRecord",
+    "UploadRecord",
+]
 
 FILE_NAME = "adopted.json"
 FORMAT_VERSION = 1
@@ -49,12 +56,23 @@ class FlashRecord:
 
 
 @dataclass(frozen=True)
+class UploadRecord:
+    """The last over-the-air update (`hub firmware upload`)."""
+
+    device: str  # the host name or IP it went to
+    config: str  # the ESPHome YAML
+    image: str | None  # the file given with --image, else None (ESPHome's own build product)
+    uploaded_at: float  # Unix seconds
+
+
+@dataclass(frozen=True)
 class AdoptedDevice:
     name: str
     build: BuildRecord | None = None
     flash: FlashRecord | None = None
     wifi_ssid: str | None = None  # the SSID sent over Improv (never the password)
     extra: dict[str, Any] = field(default_factory=dict)
+    upload: UploadRecord | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -64,18 +82,22 @@ class AdoptedDevice:
         }
         if self.extra:
             out["extra"] = self.extra
+        if self.upload:  # only when there is one: older files stay byte-identical
+            out["upload"] = asdict(self.upload)
         return out
 
     @classmethod
     def from_json(cls, name: str, raw: dict[str, Any]) -> AdoptedDevice:
         build = raw.get("build")
         flash = raw.get("flash")
+        upload = raw.get("upload")
         return cls(
             name=name,
             build=BuildRecord(**build) if build else None,
             flash=FlashRecord(**flash) if flash else None,
             wifi_ssid=raw.get("wifi_ssid"),
             extra=dict(raw.get("extra") or {}),
+            upload=UploadRecord(**upload) if upload else None,
         )
 
 
@@ -114,6 +136,9 @@ class AdoptionStore:
             return replace(device, wifi_ssid=wifi_ssid) if wifi_ssid else device
 
         return self._update(name, change)
+
+    def record_upload(self, name: str, upload: UploadRecord) -> AdoptedDevice:
+        return self._update(name, lambda d: replace(d, upload=upload))
 
     def remove(self, name: str) -> bool:
         devices = self.load()

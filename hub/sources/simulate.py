@@ -24,6 +24,9 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from hub.bus import hub_json
+from hub.derive.lipo import PackConfig
+from hub.derive.rc import RcVehicleConfig
+from hub.derive.vehicle import VehicleConfig
 from hub.model import CATALOG, Reading
 
 log = logging.getLogger(__name__)
@@ -221,6 +224,9 @@ class Simulation:
     def discovery(self) -> list[OutMessage]:
         return [m for node in self.nodes for m in node.discovery()]
 
+    def buggy_names(self) -> list[str]:
+        return [buggy.name for buggy in self.buggies]
+
     def air_messages(self, now: float, dt: float) -> Iterator[OutMessage]:
         for node in self.nodes:
             yield from node.step(now, dt)
@@ -328,3 +334,15 @@ def run_live(sim: Simulation, publisher: SimulatorPublisher, air_interval: float
                 publisher.publish(t, p, r)
             next_buggy += buggy_dt
         stop.wait(max(0.0, min(next_air, next_buggy) - time.time()))
+
+
+def simulated_vehicle(name: str) -> RcVehicleConfig:
+    """What the simulated buggy is: a 1:10 buggy with a 4-pole motor, 17/46 gearing, a 2.6:1
+    transmission and 85 mm tyres, on a 3S 5,000 mAh pack (as `Buggy` models it)."""
+    return RcVehicleConfig(
+        device=name,
+        drivetrain=VehicleConfig(
+            motor_poles=4, pinion_teeth=17, spur_teeth=46, internal_ratio=2.6, tyre_diameter_mm=85.0
+        ),
+        pack=PackConfig(cell_count=3, capacity_mah=5000.0),
+    )
