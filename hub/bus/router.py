@@ -37,6 +37,7 @@ class Router:
         self.prefix = config.broker.topic_prefix
         self.readings_prefix = f"{self.prefix}/readings/"
         self.bridge_prefix = f"{self.prefix}/bridge/"
+        self.devices_prefix = f"{self.prefix}/devices/"
         self.bridge = BridgeCodec(config.serial.esc)
         self.discovery_prefix = ingest.esphome.discovery_prefix
         self.max_levels = ingest.max_topic_levels
@@ -58,6 +59,7 @@ class Router:
         if self.config.ingest.hub_json:
             subs.append(f"{self.prefix}/readings/#")
             subs.append(f"{self.prefix}/bridge/+")
+            subs.append(f"{self.prefix}/devices/+/availability")
         if self.esphome_enabled:
             for node in self.config.ingest.esphome.topic_prefixes:
                 subs += [f"{node}/{c}/+/state" for c in sorted(esphome.STATE_COMPONENTS)]
@@ -100,6 +102,16 @@ class Router:
                 now_ms + self.future_ms - hub_json.MAX_FUTURE_MS,
             )
             return Decoded(readings=readings, events=events)
+        if topic.startswith(self.devices_prefix) and topic.endswith("/availability"):
+            # bridges (native API, serial) report their devices' liveness here
+            device = hub_json.check_device(topic[len(self.devices_prefix) : -len("/availability")])
+            state = payload.strip().lower()
+            if state not in (b"online", b"offline"):
+                raise Rejected(
+                    reject.UNKNOWN_TOPIC,
+                    f"availability of {device!r} is {payload[:40]!r}, expected online/offline",
+                )
+            return Decoded(availability=[(device, state == b"online", message.received_ms)])
         if topic.startswith(self.bridge_prefix):
             node = topic[len(self.bridge_prefix) :]
             readings, events = self.bridge.decode(node, payload, message.received_ms)

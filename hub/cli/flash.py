@@ -1,6 +1,8 @@
-"""`hub flash NAME --port P` and `hub firmware build NAME`: put ESPHome firmware on a node.
+"""`hub flash NAME --port P`, `hub firmware build NAME` and `hub firmware upload NAME`: put
+ESPHome firmware on a node.
 
 `hub firmware build` runs `esphome compile` on the node's YAML and records the factory image;
+`hub firmware upload` sends a new build over the air (`esphome upload`) once a node is online;
 `hub flash` writes that image (or `--image FILE`) over USB serial, verifies it, optionally hands
 the node its Wi-Fi credentials over Improv, then follows its log until it is on the network.
 """
@@ -28,6 +30,7 @@ from hub.provision.adoption import AdoptionError, AdoptionStore, FlashRecord
 from hub.provision.firmware_build import BuildError, build_firmware
 from hub.provision.flash import FlashError, flash_image
 from hub.provision.improv import ImprovError, provision_wifi
+from hub.provision.ota import default_host, upload_firmware
 from hub.provision.serial_log import LogTimeoutError, follow_log
 
 console = Console(stderr=True, highlight=False)
@@ -225,7 +228,7 @@ def flash(
 
 @click.group("firmware")
 def firmware() -> None:
-    """Build ESPHome firmware for the nodes."""
+    """Build ESPHome firmware for the nodes and update them over the air."""
 
 
 @firmware.command("build")
@@ -264,3 +267,64 @@ def build(
         f"[green]Built[/] {result.factory_image}{chip}: {result.size:,} bytes, MD5 {result.md5} "
         f"({result.seconds:.0f} s). Next: hub flash {name} --port PORT"
     )
+
+
+@firmware.command("upload")
+@click.argument("name")
+@click.option(
+    "--device",
+    "host",
+    metavar="HOST_OR_IP",
+    help="Where the node is on the network [default: NAME.local].",
+)
+@click.option(
+    "--image",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="App image to send (firmware.ota.bin) [default: ESPHome's last build of NAME].",
+)
+@click.option(
+    "--firmware-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The node's ESPHome YAML [default: firmware/NAME.yaml]; secrets.yaml sits next to it.",
+)
+@click.option("--timeout", default="10m", callback=_duration, show_default=True)
+@_data_dir_option
+def upload(
+    name: str,
+    host: str | None,
+    image: Path | None,
+    firmware_config: Path | None,
+    timeout: float,
+    data_dir: Path,
+) -> None:
+    """Update node NAME over the air (`esphome upload`) with its stored key."""
+    config = firmware_config or Path("firmware") / f"{name}.yaml"
+    target = host or default_host(name)
+    console.print(f"Uploading {name} from {config} to {target} over the air...")
+    shown = [-1]
+
+    def show(line: str) -> None:
+        console.print(f"  {line}", markup=False)
+
+    def progress(percent: int) -> None:
+        if percent // 10 > shown[0] // 10:  # every 10 %
+            shown[0] = percent
+            console.print(f"  Uploading: {percent}%", markup=False)
+
+    try:
+        result = upload_firmware(
+            name,
+            config,
+            device=host,
+            image=image,
+            timeout=timeout,
+            on_line=show,
+            on_progress=progress,
+        )
+    except BuildError as exc:  # the output is already on screen (secrets masked)
+        raise click.ClickException(str(exc)) from None
+    try:
+        _store(data_dir).record_upload(name, result.record(time.time()))
+    except (AdoptionError, OSError) as exc:
+        console.print(f"[yellow]Uploaded, but could not record it:[/] {exc}")
+    console.print(f"[green]Updated {name}[/] at {result.device} ({result.seconds:.0f} s)")

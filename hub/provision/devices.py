@@ -99,6 +99,7 @@ def hub_acl(username: str) -> AclUser:
         AclRule("read", "homeassistant/+/+/+/config"),
         AclRule("read", "hub/readings/#"),
         AclRule("read", "hub/bridge/+"),
+        AclRule("read", "hub/devices/+/availability"),
         AclRule("write", "hub/#"),
         AclRule("write", "homeassistant/#"),
     )

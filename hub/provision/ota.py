@@ -13,8 +13,11 @@ failure is classified from that output into a typed error with a hint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -26,13 +29,12 @@ import yaml
 
 from hub.provision.adoption import UploadRecord
 from hub.provision.firmware_build import BuildError, EsphomeMissingError, find_esphome
-from hub.provision.managed_files import ManagedFileError
-from hub.provision.secrets import SecretsFile, secret_keys
+from hub.provision.secrets import secret_keys
 
 __all__ = [
+    "NoSuchNodeError",
     "NodeAuthError",
     "NodeUnreachableError",
-    "NoSuchNodeError",
     "UploadError",
     "UploadResult",
     "classify_failure",
@@ -145,15 +147,22 @@ def redact(line: str, secrets: Iterable[str]) -> str:
     return line
 
 
-def secret_values(secrets_file: Path) -> list[str]:
-    """Every value in the secrets file (the user's own part too: Wi-Fi password, broker...)."""
+def _load_secrets(secrets_file: Path) -> dict[str, object] | None:
+    """The whole file (the hub-managed block and the user's own keys are one YAML mapping),
+    or None when it cannot be read: ESPHome will then say what is wrong with it."""
     try:
         loaded = yaml.safe_load(secrets_file.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
-        return []  # ESPHome will say what is wrong with it; nothing to mask that we can read
-    if not isinstance(loaded, dict):
-        return []
-    return [str(v) for v in loaded.values() if v is not None and not isinstance(v, bool)]
+        return None
+    if loaded is None:
+        return {}
+    return {str(k): v for k, v in loaded.items()} if isinstance(loaded, dict) else None
+
+
+def secret_values(secrets_file: Path) -> list[str]:
+    """Every value in the secrets file (the user's own part too: Wi-Fi password, broker...)."""
+    values = (_load_secrets(secrets_file) or {}).values()
+    return [str(v) for v in values if v is not None and not isinstance(v, bool)]
 
 
 def _check_secrets(name: str, config: Path, secrets_file: Path) -> None:
@@ -166,18 +175,14 @@ def _check_secrets(name: str, config: Path, secrets_file: Path) -> None:
         raise NoSuchNodeError(
             f"{config} reads {', '.join(wanted)} from {secrets_file}, which does not exist",
             hint=(
-                f"Run `hub device add {name}` and put its secrets file next to the config "
-                "(`hub device --secrets-file`), as for `hub firmware build`."
+                f"Run `hub device add {name} --secrets-file {secrets_file}`: ESPHome reads "
+                "the secrets.yaml next to the config, as for `hub firmware build`."
             ),
         )
-    try:
-        present = set(SecretsFile(secrets_file).load())
-    except ManagedFileError:
-        present = set()
-    loaded = yaml.safe_load(secrets_file.read_text(encoding="utf-8")) if not present else None
-    if isinstance(loaded, dict):
-        present = {str(k) for k in loaded}
-    missing = [key for key in wanted if key not in present]
+    loaded = _load_secrets(secrets_file)
+    if loaded is None:
+        return
+    missing = [key for key in wanted if key not in loaded]
     if missing:
         raise NoSuchNodeError(
             f"{secrets_file} has no {', '.join(missing)} for {name}",
@@ -234,17 +239,23 @@ def upload_firmware(
             stdin=subprocess.DEVNULL,
             text=True,
             errors="replace",
+            start_new_session=True,  # its own process group, so a kill reaches any children
         )
     except OSError as exc:
         raise EsphomeMissingError(f"Could not run {command[0]}: {exc}") from exc
     timed_out = threading.Event()
 
     def kill() -> None:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def expire() -> None:
         timed_out.set()
-        process.kill()
+        kill()
 
     # A node that stops answering mid-transfer leaves no output to wake a read-loop check.
-    watchdog = threading.Timer(timeout, kill)
+    watchdog = threading.Timer(timeout, expire)
     watchdog.daemon = True
     watchdog.start()
     tail: list[str] = []
@@ -265,6 +276,7 @@ def upload_firmware(
         code = process.wait()
     finally:
         watchdog.cancel()
+        kill()  # Ctrl-C or an error here: do not leave ESPHome uploading in the background
     output_tail = "\n".join(tail)
     if timed_out.is_set():
         raise NodeUnreachableError(

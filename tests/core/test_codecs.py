@@ -311,3 +311,12 @@ def test_bridge_lines_decode_through_the_serial_decoders() -> None:
         )
         == reject.BAD_FRAME
     )
+
+
+def test_bridge_availability_topics() -> None:
+    router = Router(HubConfig())
+    assert "hub/devices/+/availability" in router.subscriptions()
+    assert router.decode(msg("hub/devices/node-7/availability", "offline"), NOW).availability == [
+        ("node-7", False, NOW)
+    ]
+    assert rejected(router, "hub/devices/node-7/availability", "maybe") == reject.UNKNOWN_TOPIC

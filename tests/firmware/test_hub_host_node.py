@@ -83,6 +83,11 @@ class AvailabilityWatcher:
         self._client.disconnect()
 
 
+def online_in_store(hub: HubProcess) -> int | None:
+    rows = hub.query("SELECT online FROM devices WHERE name = ?", (NODE,))
+    return rows[0][0] if rows else None
+
+
 @pytest.fixture
 def watcher(mosquitto: Mosquitto) -> Iterator[AvailabilityWatcher]:
     watch = AvailabilityWatcher(mosquitto)
@@ -172,6 +177,7 @@ def test_hub_ingests_host_node_and_reconnects_after_crash(
             lambda: not node_status(hub).get("connected"), DEADLINE_S, what="bridge disconnected"
         )
         wait_for(lambda: watcher.last() == "offline", DEADLINE_S, what="availability offline")
+        wait_for(lambda: online_in_store(hub) == 0, DEADLINE_S, what="the store records offline")
         time.sleep(0.5)  # states published before the crash have been committed
         before_restart = stored_count(hub)
         restarted_ms = int(time.time() * 1000)
@@ -186,6 +192,7 @@ def test_hub_ingests_host_node_and_reconnects_after_crash(
         assert status["connects"] == 2
         assert status["entities"] == 6
         wait_for(lambda: watcher.last() == "online", DEADLINE_S, what="availability online again")
+        wait_for(lambda: online_in_store(hub) == 1, DEADLINE_S, what="the store records online")
         wait_for(
             lambda: stored_count(hub, restarted_ms) >= 2 * len(SENSORS),
             DEADLINE_S,
@@ -208,9 +215,7 @@ def test_hub_ingests_host_node_and_reconnects_after_crash(
             DEADLINE_S,
             what="samples of every sensor after the restart",
         )
-        # The store knows the device (first/last seen from its readings). Its `online` column is
-        # not asserted: the hub does not subscribe to the bridge's availability topic (yet).
-        assert hub.query("SELECT name FROM devices WHERE name = ?", (NODE,)) == [(NODE,)]
+        assert hub.query("SELECT name, online FROM devices WHERE name = ?", (NODE,)) == [(NODE, 1)]
         assert hub.stop() == 0
     finally:
         if hub.proc is not None and hub.proc.poll() is None:

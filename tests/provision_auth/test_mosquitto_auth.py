@@ -162,6 +162,7 @@ def test_hub_acl_is_exactly_what_the_hub_uses() -> None:
         ("read", "homeassistant/+/+/+/config"),
         ("read", "hub/readings/#"),
         ("read", "hub/bridge/+"),
+        ("read", "hub/devices/+/availability"),
         ("write", "hub/#"),
         ("write", "homeassistant/#"),
     ]
