@@ -287,7 +287,13 @@ def build(
     type=click.Path(dir_okay=False, path_type=Path),
     help="The node's ESPHome YAML [default: firmware/NAME.yaml]; secrets.yaml sits next to it.",
 )
-@click.option("--timeout", default="10m", callback=_duration, show_default=True)
+@click.option(
+    "--timeout",
+    default="10m",
+    callback=_duration,
+    show_default=True,
+    help="Give up (and stop ESPHome) after this long.",
+)
 @_data_dir_option
 def upload(
     name: str,

@@ -280,7 +280,7 @@ def upload_firmware(
     output_tail = "\n".join(tail)
     if timed_out.is_set():
         raise NodeUnreachableError(
-            f"Uploading to {name} at {host} took longer than {timeout:.0f} s", output_tail
+            f"Uploading to {name} at {host} took longer than {timeout:g} s", output_tail
         )
     if code != 0:
         kind = classify_failure(output_tail)
