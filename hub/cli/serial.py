@@ -7,12 +7,23 @@ import math
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 import orjson
 
+from hub.cli.common import config_option, load_or_exit
+from hub.derive.lipo import Chemistry, guess_cell_count
+from hub.derive.rc import RcVehicleConfig
+from hub.derive.vehicle import (
+    VehicleConfig,
+    final_drive_ratio,
+    motor_rpm,
+    speed_kmh,
+    wheel_rpm,
+)
 from hub.sources.serial.settings import PROTOCOLS, EscSettings
 
 PROTOCOL_CHOICE = click.Choice(["auto", *PROTOCOLS])
@@ -105,57 +116,143 @@ def _summary(s: dict[str, Any]) -> str:
     )
 
 
-class LiveView:
-    """The rich terminal view: latest values, per-cell estimate, counters."""
+# The CLI flag that sets each drivetrain value, for the live view's "speed: set ..." hint.
+DRIVETRAIN_FLAGS = {
+    "motor_poles": "--poles",
+    "pinion_teeth": "--pinion",
+    "spur_teeth": "--spur",
+    "internal_ratio": "--internal-ratio",
+    "tyre_diameter_mm": "--tyre-mm",
+}
 
-    def __init__(self, logger: Any, cells: int | None, vehicle: str) -> None:
+
+def find_vehicle(rc: Mapping[str, RcVehicleConfig], vehicle: str) -> RcVehicleConfig | None:
+    """`derive.rc.<vehicle>`, else the entry whose ESC device is `vehicle`."""
+    return rc.get(vehicle) or next((v for v in rc.values() if v.device == vehicle), None)
+
+
+def vehicle_drivetrain(
+    entry: RcVehicleConfig | None, overrides: Mapping[str, Any]
+) -> VehicleConfig:
+    """The configured drivetrain with the CLI overrides that were given applied (validated)."""
+    base = entry.drivetrain.model_dump() if entry else {}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return VehicleConfig.model_validate({**base, **given})
+
+
+class LiveView:
+    """The rich terminal view: latest values, per-cell estimate, speed, counters.
+
+    Reads `logger.counters.latest` (written by the decoding thread) and derives what it shows
+    from that snapshot only; it never touches the decoder.
+    """
+
+    def __init__(
+        self,
+        logger: Any,
+        cells: int | None,
+        vehicle: str,
+        drivetrain: VehicleConfig | None = None,
+        chemistry: Chemistry = "lipo",
+    ) -> None:
         self.logger = logger
         self.cells = cells
         self.vehicle = vehicle
+        self.drivetrain = drivetrain or VehicleConfig()
+        self.chemistry: Chemistry = chemistry
+        missing = self.drivetrain.missing_for_speed()
+        self.speed_reason = (
+            "set " + ", ".join(DRIVETRAIN_FLAGS[m] for m in missing) if missing else None
+        )
 
-    def render(self) -> Any:
-        from rich.table import Table
+    def speed(self, latest: Mapping[str, Any]) -> float | None:
+        """km/h from the latest RPM (or eRPM and poles); None without full gearing or RPM."""
+        cfg = self.drivetrain
+        if (
+            self.speed_reason is not None
+            or cfg.pinion_teeth is None
+            or cfg.spur_teeth is None
+            or cfg.internal_ratio is None
+            or cfg.tyre_diameter_mm is None
+            or cfg.motor_poles is None
+        ):
+            return None
+        rpm = _number(latest.get("rpm"))
+        if rpm is None:
+            erpm = _number(latest.get("erpm"))
+            if erpm is None:
+                return None
+            rpm = motor_rpm(erpm, cfg.motor_poles)
+        fdr = final_drive_ratio(cfg.spur_teeth, cfg.pinion_teeth, cfg.internal_ratio)
+        return speed_kmh(wheel_rpm(abs(rpm), fdr), cfg.tyre_diameter_mm)
 
-        latest = self.logger.counters.latest
+    def per_cell(self, latest: Mapping[str, Any]) -> str:
+        volts = _number(latest.get("pack_voltage"))
+        if not volts:
+            return "-"
+        if self.cells:
+            return f"{volts / self.cells:.3f} V ({self.cells}S)"
+        cells = guess_cell_count(volts, self.chemistry).count
+        return f"{volts / cells:.3f} V ({cells}S?)" if cells else "-"
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(label, value) pairs of the view, from the latest values."""
+        latest = dict(self.logger.counters.latest)  # a snapshot: the decoder keeps writing
         stats = self.logger.framer.stats if self.logger.framer else None
-        table = Table(title=f"{self.vehicle} — {self.logger.protocol} @ {self.logger.baud} baud")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
+        out: list[tuple[str, str]] = []
 
         def row(name: str, key: str, unit: str, fmt: str = "{:.2f}") -> None:
-            value = latest.get(key)
-            table.add_row(name, "-" if value is None else fmt.format(value) + f" {unit}")
+            value = _number(latest.get(key))
+            out.append((name, "-" if value is None else fmt.format(value) + f" {unit}".rstrip()))
 
         row("pack voltage", "pack_voltage", "V")
-        volts = latest.get("pack_voltage")
-        cells = self.cells or (math.ceil(volts / 4.3) if volts else None)
-        table.add_row(
-            "per cell (est.)",
-            f"{volts / cells:.3f} V ({cells}S{'' if self.cells else '?'})"
-            if volts and cells
-            else "-",
-        )
+        out.append(("per cell (est.)", self.per_cell(latest)))
         row("current", "current", "A")
         row("ESC temperature", "esc_temperature", "°C", "{:.0f}")
         row("motor temperature", "motor_temperature", "°C", "{:.0f}")
         row("eRPM", "erpm", "", "{:.0f}")
         row("RPM", "rpm", "", "{:.0f}")
-        row("speed", "speed", "km/h", "{:.1f}")
+        speed = self.speed(latest)
+        if self.speed_reason is not None:
+            out.append(("speed", self.speed_reason))
+        else:
+            out.append(("speed", "-" if speed is None else f"{speed:.1f} km/h"))
         row("throttle", "throttle", "%", "{:.0f}")
         c = self.logger.counters
-        table.add_row("frames", str(c.frames))
+        out.append(("frames", str(c.frames)))
         bad = sum(stats.bad.values()) if stats else 0
-        table.add_row("bad frames", f"{bad} ({dict(stats.bad) if stats else {}})")
-        table.add_row("readings sent", str(c.readings))
+        out.append(("bad frames", f"{bad} ({dict(stats.bad) if stats else {}})"))
+        out.append(("readings sent", str(c.readings)))
+        return out
+
+    def render(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=f"{self.vehicle} — {self.logger.protocol} @ {self.logger.baud} baud")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, value in self.rows():
+            table.add_row(name, value)
         return table
 
     def line(self) -> str:
-        latest = self.logger.counters.latest
+        latest = dict(self.logger.counters.latest)
         stats = self.logger.framer.stats if self.logger.framer else None
         keys = ("pack_voltage", "current", "esc_temperature", "motor_temperature", "erpm", "rpm")
         parts = [f"{k}={_fmt(latest[k])}" for k in keys if k in latest]
+        speed = self.speed(latest)
+        if speed is not None:
+            parts.append(f"speed={speed:.1f}")
+        elif self.speed_reason is not None:
+            parts.append(f"speed: {self.speed_reason}")
         bad = sum(stats.bad.values()) if stats else 0
         return f"frames={self.logger.counters.frames} bad={bad} " + " ".join(parts)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 @serial_group.command("log")
@@ -165,7 +262,11 @@ class LiveView:
 @click.option("--vehicle", required=True, help="Device name; topic hub/readings/<vehicle>.")
 @click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True)
 @click.option("--poles", type=int, default=None, help="Motor poles, for mechanical RPM.")
-@click.option("--cells", type=int, default=None, help="Series cells (default: estimated).")
+@click.option("--pinion", type=int, default=None, help="Pinion teeth (overrides the config).")
+@click.option("--spur", type=int, default=None, help="Spur teeth (overrides the config).")
+@click.option("--internal-ratio", type=float, default=None, help="Diff/transmission ratio (overrides the config; no default).")  # fmt: skip
+@click.option("--tyre-mm", type=float, default=None, help="Tyre diameter in mm (overrides the config).")  # fmt: skip
+@click.option("--cells", type=int, default=None, help="Series cells (default: the config's pack, else estimated).")  # fmt: skip
 @click.option("--capture-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("hub-data/captures"), show_default=True)  # fmt: skip
 @click.option("--spool", type=click.Path(dir_okay=False, path_type=Path), default=Path("hub-data/serial-spool.jsonl"), show_default=True)  # fmt: skip
 @click.option(
@@ -174,10 +275,12 @@ class LiveView:
 @click.option("--publish-interval", type=float, default=0.05, show_default=True, help="Seconds between two MQTT messages; readings are batched in between.")  # fmt: skip
 @click.option("--no-tui", is_flag=True, help="Plain log lines instead of the live view.")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@config_option
 def log_cmd(
     port: str, baud: int | None, protocol: str, vehicle: str, broker: str, poles: int | None,
+    pinion: int | None, spur: int | None, internal_ratio: float | None, tyre_mm: float | None,
     cells: int | None, capture_dir: Path, spool: Path, vesc_rate: float, publish_interval: float,
-    no_tui: bool, duration: float | None,
+    no_tui: bool, duration: float | None, config_path: Path | None,
 ) -> None:  # fmt: skip
     """Read an ESC telemetry port, publish readings to MQTT (spooled when offline), capture raw."""
     from hub.bus.hub_json import check_device
@@ -189,10 +292,31 @@ def log_cmd(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     check_device(vehicle)
+    from pydantic import ValidationError
+
+    rc = load_or_exit(config_path).derive.rc
+    overrides = {
+        "motor_poles": poles,
+        "pinion_teeth": pinion,
+        "spur_teeth": spur,
+        "internal_ratio": internal_ratio,
+        "tyre_diameter_mm": tyre_mm,
+    }
+    entry = find_vehicle(rc, vehicle)
+    try:
+        drivetrain = vehicle_drivetrain(entry, overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{DRIVETRAIN_FLAGS.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else ''}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise click.UsageError(f"drivetrain of {vehicle}: {problems}") from None
+    config_cells = entry.pack.cell_count if entry else None
+    chemistry: Chemistry = entry.pack.chemistry if entry else "lipo"
     publisher = SpoolingPublisher(broker, spool, client_id=f"hub-serial-{vehicle}")
     capture = CaptureWriter(capture_dir, protocol, baud or 0, port)
     logger = SerialLogger(
-        port, vehicle, publisher.submit, protocol, baud, _settings(poles), capture,
+        port, vehicle, publisher.submit, protocol, baud, _settings(drivetrain.motor_poles), capture,
         vesc_poll_interval=1 / vesc_rate, publish_interval=publish_interval,
     )  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: logger.stop())
@@ -202,7 +326,7 @@ def log_cmd(
     except (RuntimeError, ValueError, OSError) as exc:
         publisher.close(0)
         raise click.ClickException(str(exc)) from None
-    view = LiveView(logger, cells, vehicle)
+    view = LiveView(logger, cells or config_cells, vehicle, drivetrain, chemistry)
     runner = threading.Thread(target=logger.run, args=(duration,), name="serial-decode")
     runner.start()
     try:
