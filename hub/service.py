@@ -247,8 +247,8 @@ class Hub:
             self.ingest.notify(await self.ingest.call(self.ingest.tick, now_ms))
             # A few series per call: ingest batches commit in between, so a rollup never
             # holds the store thread (and every reading's latency) for long.
-            for _ in range(64):  # at most 1,024 series a round; the rest waits for the next
-                if not await self.ingest.call(store.rollup, raw_cutoff, 16):
+            for _ in range(256):  # at most 1,024 series a round; the rest waits for the next
+                if not await self.ingest.call(store.rollup, raw_cutoff, 4):
                     break
             if time.monotonic() - last_retention >= self.config.store.maintenance_interval:
                 last_retention = time.monotonic()

@@ -56,7 +56,7 @@ def run(
     setup_logging(config.log, log_json)
     # Ingest allocates many short-lived objects per message (paho's MQTT 5 properties among
     # them); the default threshold of 700 ran a collection every few messages.
-    gc.set_threshold(20_000, 20, 20)
+    gc.set_threshold(20_000, 50, 1000)
 
     async def main() -> None:
         stop = asyncio.Event()
