@@ -72,7 +72,9 @@ class WebComponent:
         self.settings = hub.config.web
         self.token_path = hub.config.data_dir / self.settings.token_file
         self.tokens = TokenStore(self.token_path)
-        self.live = LiveFeed(self.settings.live_queue, self.settings.live_max_clients)
+        self.live = LiveFeed(
+            self.settings.live_queue, self.settings.live_max_clients, self.settings.live_coalesce
+        )
         self.readers = Readers(hub.config.store_path)
         self.server: _EmbeddedServer | None = None
         self.url: str | None = None

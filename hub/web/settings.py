@@ -35,6 +35,10 @@ class WebSettings(ConfigModel):
     max_points: int = Field(
         5000, ge=10, le=100_000, description="Most points one query may ask for per series."
     )
+    live_coalesce: Duration = Field(
+        0.1,
+        description="Readings committed within this window reach a live client as one message (0: one per commit).",
+    )
     live_queue: int = Field(
         256,
         ge=4,

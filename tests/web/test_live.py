@@ -41,7 +41,7 @@ def batch(i: int) -> Committed:
 
 
 async def slow_client_is_dropped() -> None:
-    feed = LiveFeed(queue_size=8)
+    feed = LiveFeed(queue_size=8, coalesce=0)  # per-batch messages: the queue rule itself
     fast, slow = Socket(stuck=False), Socket(stuck=True)
     serving = [asyncio.create_task(feed.serve(s)) for s in (fast, slow)]  # type: ignore[arg-type]
     await asyncio.sleep(0.01)
@@ -60,7 +60,7 @@ async def slow_client_is_dropped() -> None:
 
 
 async def filters_are_applied_per_client() -> None:
-    feed = LiveFeed()
+    feed = LiveFeed(coalesce=0)
     sock: Any = Socket(stuck=False)
     task = asyncio.create_task(feed.serve(sock))
     await asyncio.sleep(0.01)
@@ -103,3 +103,24 @@ def test_slow_client_is_dropped_and_the_fast_one_gets_everything() -> None:
 
 def test_filters_are_applied_per_client() -> None:
     run_in_own_loop(filters_are_applied_per_client)
+
+
+async def batches_are_coalesced() -> None:
+    feed = LiveFeed(coalesce=0.05)
+    sock: Any = Socket(stuck=False)
+    task = asyncio.create_task(feed.serve(sock))
+    await asyncio.sleep(0.01)
+    for i in range(50):
+        feed.on_committed(batch(i))  # 50 commits inside one coalescing window
+    await asyncio.sleep(0.15)
+    messages = [m for m in sock.sent if '"readings"' in m]
+    assert len(messages) == 1 and messages[0].count('"co2"') == 50
+    feed.on_committed(batch(50))
+    await asyncio.sleep(0.15)
+    assert len([m for m in sock.sent if '"readings"' in m]) == 2
+    await feed.close()
+    await asyncio.wait_for(task, 2)
+
+
+def test_batches_are_coalesced_into_one_message_per_window() -> None:
+    run_in_own_loop(batches_are_coalesced)
