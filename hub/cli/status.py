@@ -101,6 +101,17 @@ def status(config_path: Path | None, as_json: bool) -> None:
         f"{store_info['path']} ({size_mb:.1f} MB, {counts.get('series', 0)} series, {counts.get('samples', 0)} samples)",
     )
     table.add_row("Dead letters", ", ".join(f"{k}: {v}" for k, v in sorted(dead.items())) or "none")
+    alerts = data.get("alerts")
+    if isinstance(alerts, dict) and "rules" in alerts:
+        table.add_row("Alerts", f"{alerts.get('firing', 0)} firing, {alerts['rules']} rules")
+    influx = data.get("influx")
+    if isinstance(influx, dict) and influx.get("summary"):
+        table.add_row("InfluxDB", str(influx["summary"]))
+    web = data.get("web")
+    if isinstance(web, dict) and web.get("url"):
+        table.add_row(
+            "Dashboard", str(web["url"]) if not web.get("error") else f"off: {web['error']}"
+        )
     console.print(table)
 
 
