@@ -49,6 +49,7 @@ from hub import __version__
 from hub.alerts.engine import Transition
 from hub.alerts.rules import Rule
 from hub.alerts.store import Alert
+from hub.bus.mqtt import no_delay
 from hub.config import BrokerConfig
 from hub.ha.settings import DiscoverySettings
 from hub.model import CATALOG
@@ -310,6 +311,7 @@ class DiscoveryPublisher:
             client.tls_insecure_set(tls.insecure)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(1, max(1, int(broker.reconnect_max)))
+        client.on_socket_open = no_delay
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

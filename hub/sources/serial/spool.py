@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 
 from hub.bus.hub_json import encode
+from hub.bus.mqtt import no_delay
 from hub.model import Event, Reading
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class SpoolingPublisher:
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True
         )
         self.client.reconnect_delay_set(0.2, 5)  # type: ignore[arg-type]  # floats work
+        self.client.on_socket_open = no_delay
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self._thread = threading.Thread(target=self._forward, name="spool-forwarder", daemon=True)
