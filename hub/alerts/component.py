@@ -130,7 +130,7 @@ class AlertsComponent:
         if self.rest is not None:
             await self.rest.stop()
         if self.discovery is not None:
-            self._flush_states()
+            self._flush_states(force=True)
             self.discovery.stop()
         await asyncio.to_thread(self.store.close)
 
@@ -205,14 +205,22 @@ class AlertsComponent:
         self._announced_targets = targets
         self._dirty = False
 
-    def _flush_states(self) -> None:
-        if self.discovery is None or not self._pending_state:
+    def _flush_states(self, force: bool = False) -> None:
+        """Publish the held-back latest values whose `state_interval` has passed (all of them
+        when stopping). Flushing every held-back value at each tick sent a busy series' state
+        once per tick instead of once per interval: at 200 series and a 0.2 s tick, 1,000
+        states a second that Home Assistant had to digest, and the alert states queued
+        behind them."""
+        discovery = self.discovery
+        if discovery is None or not self._pending_state:
             return
-        pending, self._pending_state = self._pending_state, {}
         mono = time.monotonic()
-        for (device, metric), value in pending.items():
-            self._last_state[(device, metric)] = mono
-            self.discovery.publish_state(device, metric, value)
+        due_before = mono - discovery.settings.state_interval
+        last, pending = self._last_state, self._pending_state
+        due = [key for key in pending if force or last.get(key, 0.0) <= due_before]
+        for key in due:
+            last[key] = mono
+            discovery.publish_state(key[0], key[1], pending.pop(key))
 
     async def _tick_loop(self) -> None:
         tick = max(0.05, self.config.tick)

@@ -134,3 +134,37 @@ def test_discovery_states_restart_and_cli(tmp_path: Path, mosquitto: Mosquitto) 
         watcher.close()
         if hub.proc is not None:
             hub.stop()
+
+
+def test_sensor_states_are_throttled_to_the_state_interval(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """A series read 20 times a second reaches Home Assistant about once per `state_interval`
+    (not once per alert tick), and its last value is not held back."""
+    hub = HubProcess(
+        tmp_path,
+        mosquitto.url,
+        {"alerts": {"tick": "0.1s"}, "homeassistant": {"discovery": {"state_interval": "1s"}}},
+    )
+    watcher = Watcher(mosquitto)
+    pub = Publisher(mosquitto.host, mosquitto.port)
+    topic = "hub/state/rig/current"
+    try:
+        hub.start()
+        started = time.monotonic()
+        value = 0
+        while time.monotonic() - started < 3.0:
+            value += 1
+            pub.publish("hub/readings/rig", orjson.dumps({"values": {"current": value}}))
+            time.sleep(0.05)
+        pub.flush()
+        wait_for(lambda: watcher.get(topic) == str(value).encode(), 5, what="the last value")
+        time.sleep(1.5)
+        with watcher.lock:
+            count = watcher.counts.get(topic, 0)
+        # 3 s at one state a second, plus the trailing value; once per 0.1 s tick would be ~30
+        assert 3 <= count <= 6, count
+    finally:
+        pub.close()
+        watcher.close()
+        hub.stop()
