@@ -101,7 +101,11 @@ class Router:
                 message.received_ms,
                 now_ms + self.future_ms - hub_json.MAX_FUTURE_MS,
             )
-            return Decoded(readings=readings, events=events)
+            # Without `ts`/`ts_ms` the readings carry the receive time: such a message is
+            # deduplicated on redelivery by its receipt, like an ESPHome state. (A key that
+            # merely starts with "ts" keeps the old path: stored as stamped.)
+            stamped = b'"ts' in payload
+            return Decoded(readings=readings, events=events, has_own_timestamp=stamped)
         if topic.startswith(self.devices_prefix) and topic.endswith("/availability"):
             # bridges (native API, serial) report their devices' liveness here
             device = hub_json.check_device(topic[len(self.devices_prefix) : -len("/availability")])

@@ -127,10 +127,15 @@ def test_availability_online_offline_and_clean_stop(mosquitto: Mosquitto, tmp_pa
 
 
 def stream(publisher: Publisher, count: int, start_value: int = 0) -> None:
-    """Half hub JSON with its own timestamps, half ESPHome states stamped on receipt."""
+    """Hub JSON with its own timestamps, ESPHome states and hub JSON without timestamps (both
+    stamped on receipt, so a redelivery must be recognised by its receipt)."""
     for i in range(start_value, start_value + count):
-        if i % 2:
+        if i % 3 == 1:
             publisher.publish("stream/sensor/co2/state", str(i))
+        elif i % 3 == 2:
+            publisher.publish(
+                "hub/readings/rig-unstamped", orjson.dumps({"values": {"current": i}})
+            )
         else:
             publisher.publish(
                 "hub/readings/rig",
