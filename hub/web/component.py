@@ -124,6 +124,7 @@ class WebComponent:
             ws_ping_interval=settings.live_ping,
             ws_ping_timeout=settings.live_ping,
             ws_max_size=settings.max_request_bytes,
+            ws_per_message_deflate=settings.live_deflate,
             h11_max_incomplete_event_size=settings.max_request_bytes,
             timeout_graceful_shutdown=3,
         )

@@ -45,6 +45,10 @@ class WebSettings(ConfigModel):
         le=100_000,
         description="Messages a live-feed client may fall behind before it is dropped.",
     )
+    live_deflate: bool = Field(
+        False,
+        description="Compress live-feed messages (permessage-deflate) for clients that offer it: saves bandwidth, costs the hub CPU for every client and message.",
+    )
     live_max_clients: int = Field(
         200, ge=1, le=10_000, description="Most live-feed WebSocket clients at once."
     )
