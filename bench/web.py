@@ -15,6 +15,7 @@ pairs. Everything shares this machine's cores, and single bursts vary by more th
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -281,6 +282,8 @@ def bench_live(
             steady: list[float] = []
             bursting: list[float] = []
             got = expected = 0
+            cpu_with: list[float] = []
+            cpu_without: list[float] = []
 
             def with_clients() -> tuple[float, list[list[float]], list[tuple[int, int]]]:
                 stop_clients, ready, results = ctx.Event(), ctx.Event(), ctx.Queue()
@@ -294,7 +297,7 @@ def bench_live(
                     raise RuntimeError("the live clients did not all receive the feed in 60 s")
                 time.sleep(1.0)
                 phase.value = 1
-                time.sleep(steady_s)
+                cpu_with.append(hub_cpu(steady_s))
                 phase.value = 2
                 rate_with = burst()
                 phase.value = 0
@@ -304,7 +307,20 @@ def bench_live(
                 proc.join(10)
                 return rate_with, delays, counts
 
+            def hub_cpu(seconds: float) -> float:
+                """The hub's CPU use over `seconds`, in % of one core (from /proc)."""
+                clock = os.sysconf("SC_CLK_TCK")
+
+                def used() -> float:
+                    stat = Path(f"/proc/{hub.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    return (int(stat[11]) + int(stat[12])) / clock
+
+                before = used()
+                time.sleep(seconds)
+                return (used() - before) / seconds * 100
+
             for pair in range(pairs):
+                cpu_without.append(hub_cpu(steady_s))
                 if pair % 2 == 0:  # alternate the order: no order effect either
                     without.append(burst())
                     rate_with, delays, counts = with_clients()
@@ -327,6 +343,11 @@ def bench_live(
                 f"p50 {statistics.median(steady):.0f} ms, p99 {pct(steady, 0.99):.0f} ms "
                 f"(during the bursts, behind up to {burst_size:,} queued readings: p50 "
                 f"{statistics.median(bursting):.0f} ms, p99 {pct(bursting, 0.99):.0f} ms)"
+            )
+            print(
+                f"hub CPU while the feed runs: {statistics.median(cpu_without):.1f} % of a core "
+                f"without clients, {statistics.median(cpu_with):.1f} % with {clients} clients "
+                f"receiving it (medians of {pairs} windows of {steady_s:.0f} s)"
             )
             print(
                 f"ingest with the feed, {pairs} pairs of bursts: without clients "
