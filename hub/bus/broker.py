@@ -83,6 +83,9 @@ def render_config(config: ManagedBrokerConfig, data_dir: Path) -> str:
         "max_inflight_messages 10000",
         "max_queued_messages 1000000",
         "max_queued_bytes 0",
+        # Forward each message at once: with Nagle on, a message right behind another one to
+        # the same client (an alert's state after its attributes) can wait for a delayed ack.
+        "set_tcp_nodelay true",
     ]
     if os.geteuid() == 0:
         lines.append("user root")  # as root, mosquitto would drop to a user that cannot write here
