@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "deadletters": "hub.cli.deadletters:deadletters",
     "influx": "hub.cli.influx:influx",
     "alerts": "hub.cli.alerts:alerts",
+    "web": "hub.cli.web:web",
 }
 
 

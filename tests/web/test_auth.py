@@ -122,3 +122,34 @@ def test_a_reset_token_file_invalidates_the_old_token(tmp_path: Path) -> None:
     second = tokens.ensure()
     assert second and second != first
     assert tokens.check(second) and not tokens.check(first)
+
+
+def test_token_reset_from_the_cli_takes_effect_without_a_restart(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.hubproc import REPO
+    from tests.web.conftest import start_web_hub, stop_web_hub
+
+    web = start_web_hub(tmp_path)
+    try:
+        assert web.http.get("/api/config", headers=web.auth()).status_code == 200
+        shown = subprocess.run(
+            [sys.executable, "-m", "hub", "web", "token", "-c", str(web.hub.config_path)],
+            cwd=web.hub.workdir, env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        assert "An API token is set" in shown and web.token not in shown
+        reset = subprocess.run(
+            [sys.executable, "-m", "hub", "web", "token", "--reset", "-c", str(web.hub.config_path)],
+            cwd=web.hub.workdir, env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        fresh = reset.splitlines()[1].strip()
+        assert fresh and fresh != web.token
+        assert web.http.get("/api/config", headers=web.auth()).status_code == 401
+        new_auth = {"Authorization": f"Bearer {fresh}"}
+        assert web.http.get("/api/config", headers=new_auth).status_code == 200
+        assert fresh not in (web.hub.data_dir / "web_token.json").read_text()
+    finally:
+        stop_web_hub(web)
