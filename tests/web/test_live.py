@@ -124,3 +124,31 @@ async def batches_are_coalesced() -> None:
 
 def test_batches_are_coalesced_into_one_message_per_window() -> None:
     run_in_own_loop(batches_are_coalesced)
+
+
+async def unwatched_devices_are_not_kept() -> None:
+    feed = LiveFeed(coalesce=0.05)
+    socks: list[Any] = [Socket(stuck=False), Socket(stuck=False)]
+    tasks = [asyncio.create_task(feed.serve(s)) for s in socks]
+    await asyncio.sleep(0.01)
+    first, second = sorted(feed.clients, key=lambda c: socks.index(c.websocket))
+    first.subscribe({"devices": ["airq-1"]})
+    second.subscribe({"devices": ["airq-2"]})
+    burst = [Reading("burst", f"m{k}", 1.0, k) for k in range(1000)]
+    feed.on_committed(Committed([*burst, Reading("airq-2", "co2", 5.0, 7)], [], [], 0))
+    assert len(feed._pending) == 1  # the burst nobody watches is not held for the flush
+    await asyncio.sleep(0.15)
+    assert socks[1].sent[-1] == '{"type":"readings","r":[["airq-2","co2",5.0,7,null,null]]}'
+    assert not [m for m in socks[0].sent if '"readings"' in m]
+    second.subscribe({})  # now everything, so nothing may be filtered out before the flush
+    feed.on_committed(Committed(burst[:3], [], [], 0))
+    await asyncio.sleep(0.15)
+    assert socks[1].sent[-1].count('"burst"') == 3
+    assert not [m for m in socks[0].sent if '"readings"' in m]
+    await feed.close()
+    for task in tasks:
+        await asyncio.wait_for(task, 2)
+
+
+def test_readings_of_devices_nobody_watches_are_not_kept() -> None:
+    run_in_own_loop(unwatched_devices_are_not_kept)
