@@ -22,7 +22,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -174,7 +174,8 @@ def _sample(
     now_ms: int,
     readings: list[Reading],
     events: list[Event],
-) -> None:
+) -> bool:
+    """Appends the sample's readings and events; True when it carried its own timestamp."""
     ts_ms = parse_timestamp(obj, received_ms, now_ms)
     units: Mapping[str, str] = base_units
     if "units" in obj:
@@ -209,12 +210,26 @@ def _sample(
         for name, text in _str_map(obj, "events").items():
             _name(name)
             events.append(Event(device, name, text, ts_ms, source))
+    return "ts_ms" in obj or "ts" in obj
+
+
+class HubMessage(NamedTuple):
+    readings: list[Reading]
+    events: list[Event]
+    stamped: bool  # some sample carried `ts`/`ts_ms`; else all carry the receive time
 
 
 def decode(
     device: str, payload: bytes, received_ms: int, now_ms: int
 ) -> tuple[list[Reading], list[Event]]:
     """Readings and events of one hub JSON message for `device` (the topic's last level)."""
+    readings, events, _ = decode_message(device, payload, received_ms, now_ms)
+    return readings, events
+
+
+def decode_message(device: str, payload: bytes, received_ms: int, now_ms: int) -> HubMessage:
+    """`decode`, and whether the message gave its own timestamps: a message stamped with its
+    receive time is recognised on redelivery by its receipt instead."""
     check_device(device)
     obj = loads_object(payload)
     if "device" in obj and obj["device"] != device:
@@ -233,16 +248,19 @@ def decode(
         samples = obj["samples"]
         if not isinstance(samples, list) or not all(isinstance(s, dict) for s in samples):
             raise Rejected(reject.NOT_AN_OBJECT, "samples must be a list of objects")
+        stamped = False
         for sample in samples:
-            _sample(device, sample, units, tags, source, received_ms, now_ms, readings, events)
+            stamped |= _sample(
+                device, sample, units, tags, source, received_ms, now_ms, readings, events
+            )
     else:  # the top-level maps are the sample's own: pass them once, not merged twice
-        _sample(device, obj, {}, {}, source, received_ms, now_ms, readings, events)
+        stamped = _sample(device, obj, {}, {}, source, received_ms, now_ms, readings, events)
     if not readings and not events:
         raise Rejected(
             reject.MISSING_FIELD,
             "no values: give 'values', 'metric'+'value', 'samples' or 'events'",
         )
-    return readings, events
+    return HubMessage(readings, events, stamped)
 
 
 def encode(

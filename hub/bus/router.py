@@ -95,16 +95,14 @@ class Router:
                 raise Rejected(
                     reject.UNKNOWN_TOPIC, f"hub readings topics are {self.readings_prefix}<device>"
                 )
-            readings, events = hub_json.decode(
+            readings, events, stamped = hub_json.decode_message(
                 device,
                 payload,
                 message.received_ms,
                 now_ms + self.future_ms - hub_json.MAX_FUTURE_MS,
             )
             # Without `ts`/`ts_ms` the readings carry the receive time: such a message is
-            # deduplicated on redelivery by its receipt, like an ESPHome state. (A key that
-            # merely starts with "ts" keeps the old path: stored as stamped.)
-            stamped = b'"ts' in payload
+            # deduplicated on redelivery by its receipt, like an ESPHome state.
             return Decoded(readings=readings, events=events, has_own_timestamp=stamped)
         if topic.startswith(self.devices_prefix) and topic.endswith("/availability"):
             # bridges (native API, serial) report their devices' liveness here

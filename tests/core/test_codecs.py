@@ -320,3 +320,24 @@ def test_bridge_availability_topics() -> None:
         ("node-7", False, NOW)
     ]
     assert rejected(router, "hub/devices/node-7/availability", "maybe") == reject.UNKNOWN_TOPIC
+
+
+@pytest.mark.parametrize(
+    ("payload", "stamped"),
+    [
+        ({"values": {"co2": 600}}, False),
+        ({"values": {"co2": 600}, "tags": {"room": "tstudio"}, "events": {"ts": "x"}}, False),
+        ({"ts_ms": NOW - 1000, "values": {"co2": 600}}, True),
+        ({"ts": (NOW - 1000) / 1000, "values": {"co2": 600}}, True),
+        ({"samples": [{"values": {"co2": 1}}, {"ts_ms": NOW - 5, "values": {"co2": 2}}]}, True),
+        ({"samples": [{"values": {"co2": 1}}, {"values": {"co2": 2}}]}, False),
+    ],
+)
+def test_hub_json_says_whether_the_message_gave_its_own_timestamps(
+    payload: dict[str, object], stamped: bool
+) -> None:
+    message = hub_json.decode_message("room", orjson.dumps(payload), NOW, NOW)
+    assert message.stamped is stamped
+    assert (message.readings, message.events) == hub_json.decode(
+        "room", orjson.dumps(payload), NOW, NOW
+    )
