@@ -132,19 +132,19 @@ def test_token_reset_from_the_cli_takes_effect_without_a_restart(tmp_path: Path)
     from tests.web.conftest import start_web_hub, stop_web_hub
 
     web = start_web_hub(tmp_path)
+
+    def hub_web_token(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "hub", "web", "token", "-c", str(web.hub.config_path), *args],
+            cwd=web.hub.workdir, env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+
     try:
         assert web.http.get("/api/config", headers=web.auth()).status_code == 200
-        shown = subprocess.run(
-            [sys.executable, "-m", "hub", "web", "token", "-c", str(web.hub.config_path)],
-            cwd=web.hub.workdir, env={**os.environ, "PYTHONPATH": str(REPO)},
-            capture_output=True, text=True, timeout=60, check=True,
-        ).stdout  # fmt: skip
+        shown = hub_web_token()
         assert "An API token is set" in shown and web.token not in shown
-        reset = subprocess.run(
-            [sys.executable, "-m", "hub", "web", "token", "--reset", "-c", str(web.hub.config_path)],
-            cwd=web.hub.workdir, env={**os.environ, "PYTHONPATH": str(REPO)},
-            capture_output=True, text=True, timeout=60, check=True,
-        ).stdout  # fmt: skip
+        reset = hub_web_token("--reset")
         fresh = reset.splitlines()[1].strip()
         assert fresh and fresh != web.token
         assert web.http.get("/api/config", headers=web.auth()).status_code == 401
