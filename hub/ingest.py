@@ -29,6 +29,7 @@ from hub.bus.reject import Rejected
 from hub.bus.router import Router
 from hub.model import Event, Reading
 from hub.store.sqlite import Batch, DeadLetter, Store, message_digest
+from hub.threads import name_os_thread
 
 log = logging.getLogger(__name__)
 
@@ -108,17 +109,24 @@ class IngestCore:
         router: Router,
         *,
         batch_max: int = 5000,
+        batch_wait: float = 0.0,
         derivers: Sequence[Deriver] = (),
     ) -> None:
         self.connection = connection
         self.store = store
         self.router = router
         self.batch_max = batch_max
+        self.batch_wait = batch_wait  # group commit: see IngestConfig.batch_wait
         self.derivers = list(derivers)
         self.listeners: list[Listener] = []
         self.stats = IngestStats()
         # One thread owns the SQLite writer connection and the router's entity map.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-store")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="hub-store",
+            initializer=name_os_thread,
+            initargs=("hub-store",),
+        )
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._busy = False
@@ -195,7 +203,7 @@ class IngestCore:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping:
-            batch = await self.connection.next_batch(self.batch_max)
+            batch = await self.connection.next_batch(self.batch_max, self.batch_wait)
             # While busy, stop() waits instead of cancelling: the batch in hand commits and is acked.
             self._busy = True
             committed = await loop.run_in_executor(self._executor, self.process, batch)

@@ -70,6 +70,7 @@ class Hub:
             self.store,
             router,
             batch_max=config.ingest.batch_max,
+            batch_wait=config.ingest.batch_wait,
             derivers=[self.derivations],
         )
         self.ingest.load_state()

@@ -31,6 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from hub.config import BrokerConfig
+from hub.threads import name_os_thread
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,10 @@ class MqttConnection:
         *,
         client_id: str | None = None,
         availability_topic: str | None = None,
+        thread_name: str = "hub-mqtt",
     ) -> None:
         self.config = config
+        self.thread_name = thread_name  # paho's network thread, as /proc and py-spy show it
         self.subscriptions = list(subscriptions)
         self.client_id = client_id or config.client_id or default_client_id()
         self.availability_topic = availability_topic or f"{config.topic_prefix}/status"
@@ -121,6 +124,7 @@ class MqttConnection:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup = asyncio.Event()
         self._waiting = False
+        self._wake_at = 1  # inbox size at which paho's thread wakes a waiting next_batch
         self._connected = threading.Event()
         self._inbox_max = config.receive_maximum
         self._room = threading.Event()
@@ -296,6 +300,8 @@ class MqttConnection:
             else:
                 log.debug("MQTT broker refused the connection again: %s", reason)
             return
+        if self.stats.connects == 0:
+            name_os_thread(self.thread_name)
         self.stats.connects += 1
         self.stats.session_present = bool(flags.session_present)
         self.stats.protocol = "5" if self._protocol == MQTTProtocolVersion.MQTTv5 else "3.1.1"
@@ -389,7 +395,9 @@ class MqttConnection:
                 time.time_ns() // 1_000_000,
             )
         )
-        if self._waiting:
+        if self._waiting and len(inbox) >= self._wake_at:
+            # One wake-up per hand-off: for the first message of a batch, or when a batch
+            # that waits for company (group commit) is full.
             self._waiting = False
             self._loop_call(self._wakeup.set)
         if len(inbox) >= self._inbox_max:
@@ -414,27 +422,56 @@ class MqttConnection:
 
     # -- asyncio side ---------------------------------------------------------------------------
 
-    async def next_batch(self, limit: int) -> list[Message]:
-        """Up to `limit` messages; waits for at least one."""
+    async def next_batch(self, max_messages: int, wait_s: float = 0.0) -> list[Message]:
+        """Up to `max_messages` messages; waits for at least one.
+
+        With `wait_s` > 0 (group commit), the batch is handed out when it holds `max_messages`
+        or when its oldest message has waited `wait_s` since it was received, whichever comes
+        first. The wait costs no wake-up per message: paho's thread wakes the loop only for the
+        first message and for a full batch, the rest is one timer. A backlog (messages that
+        queued while the last batch committed) has waited already and goes out at once.
+        """
         inbox = self._inbox
         while not inbox:
-            self._wakeup.clear()
-            self._waiting = True
-            if inbox:
-                break
-            await self._wakeup.wait()
-        self._waiting = False
+            await self._wait_for(1, None)
+        if wait_s > 0:
+            wanted = min(max_messages, self._inbox_max)
+            while len(inbox) < wanted:
+                # received_ms is the wall clock; clamp, so a clock step neither skips nor
+                # stretches the wait beyond wait_s.
+                waited = time.time() - inbox[0].received_ms / 1000
+                remaining = min(wait_s, wait_s - waited)
+                if remaining <= 0.0005:
+                    break
+                await self._wait_for(wanted, remaining)
         size = len(inbox)
         if size > self.stats.inbox_peak:
             self.stats.inbox_peak = size
         popleft = inbox.popleft
-        batch = [popleft() for _ in range(min(limit, size))]
+        batch = [popleft() for _ in range(min(max_messages, size))]
         received_bytes = sum(len(m.payload) for m in batch)
         self.stats.received += len(batch)
         self.stats.received_bytes += received_bytes
         if len(inbox) < self._inbox_max:
             self._room.set()
         return batch
+
+    async def _wait_for(self, count: int, timeout: float | None) -> None:
+        """Until the inbox holds `count` messages (paho's thread wakes us once) or `timeout`."""
+        self._wakeup.clear()
+        self._wake_at = count
+        self._waiting = True
+        try:
+            if len(self._inbox) >= count:  # arrived before paho's thread could see _waiting
+                return
+            if timeout is None:
+                await self._wakeup.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._wakeup.wait()
+        finally:
+            self._waiting = False
 
     def pending(self) -> int:
         return len(self._inbox)

@@ -74,6 +74,18 @@ class IngestConfig(ConfigModel):
     batch_max: int = Field(
         5000, ge=1, le=100000, description="Most messages committed in one store transaction."
     )
+    batch_wait: Duration = Field(
+        0.03,
+        le=1.0,
+        title="Group commit wait",
+        description=(
+            "Group commit: a batch is committed when it holds batch_max messages or its oldest "
+            "message has waited this long (acks still follow the commit). At a steady trickle "
+            "this turns one transaction and two thread wake-ups per message into one per batch; "
+            "it adds at most this much to publish-to-commit latency. 0 commits as soon as a "
+            "message is in (one transaction per message at a low rate)."
+        ),
+    )
     max_topic_levels: int = Field(
         8, ge=2, le=32, description="Topics deeper than this are refused ('invalid_topic')."
     )
