@@ -1,19 +1,36 @@
-"""Ingest throughput and latency of the hub against a bare paho consumer, in the same run.
+"""Ingest throughput, latency and CPU of the hub against a bare paho consumer, in the same run.
 
     .venv/bin/python bench/ingest.py [--messages 200000] [--rate 5000] [--seconds 10]
+        [--steady-rates 200,2000] [--steady-seconds 20] [--idle-seconds 10]
+        [--batch-wait 30ms] [--hub-src DIR] [--sections drain,steady]
 
-A private Mosquitto (the managed broker's own config) queues the messages for a persistent
-session; half are ESPHome state topics with plain numbers, half hub JSON with three fields.
+A private Mosquitto (the managed broker's own config) serves both sides.
+
+drain: the broker queues the messages for a persistent session; half are ESPHome state topics
+with plain numbers, half hub JSON with three fields.
 (a) a bare paho subscriber that only decodes each payload drains its queue: the ceiling;
-(b) `hub run` drains the same queue, from its first message to the last reading committed;
-(c) b/a; (d) publish-to-commit latency at a steady offered load; (e) the hub's peak RSS.
-Figures are printed, not asserted.
+(b) `hub run` drains the same queue, from its first message to the last reading committed, and
+    the hub's CPU per message over that time;
+(c) b/a; (d) publish-to-commit latency at a steady offered load (--rate); (e) peak RSS.
+
+steady (a home's load: a trickle, not a backlog): a fresh `hub run` with its default settings
+(--batch-wait overrides ingest.batch_wait) is first left idle (--idle-seconds: % of a core), then
+fed at each of --steady-rates by a publisher in its own process: hub JSON from 20 air nodes,
+one reading each, with a distinct timestamp per series (no sample is a duplicate).
+(f) hub CPU per message over the publishing time, from /proc/<pid>/task/*/schedstat, per thread
+    (the event loop, paho's thread `hub-mqtt`, the store thread `hub-store`, the rest), beside
+    the publisher's own CPU per message; publish-to-commit p50/p99 and commits per second.
+CPU time is counted by the kernel per thread, so it is far less disturbed than a wall-clock rate
+by other work on a shared machine. --hub-src runs another checkout's hub (a "before" figure)
+with this bench. Figures are printed, not asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -164,22 +181,33 @@ def raw_consumer(port: int, count: int) -> None:
 
 
 class Hub:
-    def __init__(self, workdir: Path, port: int, synchronous: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int,
+        synchronous: str,
+        *,
+        src: Path = REPO,
+        batch_wait: str | None = None,
+        status_interval: str | None = "0.25s",
+    ) -> None:
         self.workdir = workdir
+        self.src = src
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "hub.yaml"
-        self.config.write_text(
-            yaml.safe_dump(
-                {
-                    "data_dir": str(workdir / "data"),
-                    "broker": {"url": f"mqtt://127.0.0.1:{port}", "client_id": "bench-hub"},
-                    "store": {"synchronous": synchronous},
-                    "status": {"interval": "0.25s", "publish_stats": False},
-                    "derive": {"rc_auto": False},
-                    "log": {"level": "warning"},
-                }
-            )
-        )
+        config: dict = {
+            "data_dir": str(workdir / "data"),
+            "broker": {"url": f"mqtt://127.0.0.1:{port}", "client_id": "bench-hub"},
+            "store": {"synchronous": synchronous},
+            "derive": {"rc_auto": False},
+            "log": {"level": "warning"},
+            "web": {"host": "127.0.0.1", "port": 0},  # never the default 8090 of a running hub
+        }
+        if status_interval is not None:  # the drain times its end by the status file
+            config["status"] = {"interval": status_interval, "publish_stats": False}
+        if batch_wait is not None:
+            config["ingest"] = {"batch_wait": batch_wait}
+        self.config.write_text(yaml.safe_dump(config))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def status(self) -> dict:
@@ -192,9 +220,11 @@ class Hub:
         status = self.workdir / "data" / "status.json"
         if status.exists():
             status.unlink()
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(self.src)}
+        env = {k: v for k, v in env.items() if not k.startswith("HUB_")}
+        # cwd too: `python -m` puts it first on sys.path
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hub", "run", "-c", str(self.config)], env=env
+            [sys.executable, "-m", "hub", "run", "-c", str(self.config)], env=env, cwd=self.src
         )
 
     def wait(self, predicate, timeout: float = 300) -> float:
@@ -212,10 +242,193 @@ class Hub:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def threads_cpu(self) -> dict[str, float]:
+        """CPU seconds so far per thread role: loop (the main thread), hub-mqtt, hub-store,
+        other. schedstat counts nanoseconds; stat's utime/stime only 10 ms ticks."""
+        assert self.proc is not None
+        return threads_cpu(self.proc.pid)
+
     def stop(self) -> None:
         assert self.proc is not None
         self.proc.terminate()
         self.proc.wait(30)
+
+
+def threads_cpu(pid: int) -> dict[str, float]:
+    out: dict[str, float] = {"loop": 0.0, "hub-mqtt": 0.0, "hub-store": 0.0, "other": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            ns = int((task / "schedstat").read_text().split()[0])
+            comm = (task / "comm").read_text().strip()
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+        role = "loop" if task.name == str(pid) else comm if comm in out else "other"
+        out[role] += ns / 1e9
+    return out
+
+
+METRICS = ("pm2_5", "co2", "temperature", "humidity")
+STEADY_NODES = 20
+
+
+def steady_publisher(port: int, rate: float, seconds: float) -> None:
+    """Publish hub JSON at `rate` for `seconds` (own process); print what it sent and its CPU.
+
+    One reading per message, from STEADY_NODES nodes in turn, each stamped with the publish
+    time; a stamp that equals its series' last one moves up by 1 ms. (The old stream put two
+    messages of one series in the same millisecond: half were stored as duplicates, and the
+    latency covered the other half.)"""
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"bench-steady-{time.time_ns()}",
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    window = threading.BoundedSemaphore(1000)
+    client.on_publish = lambda *a: window.release()
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    count = int(rate * seconds)
+    last: dict[tuple[int, str], int] = {}
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    for i in range(count):
+        delay = started + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        node, metric = i % STEADY_NODES, METRICS[(i // STEADY_NODES) % len(METRICS)]
+        stamp = time.time_ns() // 1_000_000
+        previous = last.get((node, metric), 0)
+        if stamp <= previous:
+            stamp = previous + 1
+        last[(node, metric)] = stamp
+        value = 400.0 + i % 500 if metric == "co2" else 10.0 + i % 30
+        window.acquire()
+        client.publish(
+            f"hub/readings/steady-air{node}",
+            orjson.dumps({"ts_ms": stamp, "values": {metric: value}}),
+            qos=1,
+        )
+    for _ in range(1000):
+        window.acquire()
+    elapsed = time.perf_counter() - started
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    client.disconnect()
+    client.loop_stop()
+    cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    print(json.dumps({"sent": count, "elapsed": elapsed, "cpu_s": cpu}))
+
+
+def run_steady_publisher(port: int, rate: float, seconds: float) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--steady-publisher", str(port), str(rate), str(seconds)],
+        capture_output=True, text=True, check=True, timeout=seconds * 3 + 60,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def drain(args: argparse.Namespace, workdir: Path, port: int) -> None:
+    n = args.messages
+    items = messages(n, int(time.time() * 1000) - n)
+    hub = Hub(workdir / "hub", port, args.synchronous, src=args.hub_src, batch_wait=args.batch_wait)
+    hub.start()  # once, to create the persistent session and its subscriptions
+    hub.wait(lambda s: s.get("broker", {}).get("state") == "connected", 30)
+    hub.stop()
+    create_raw_session(port)
+    # Each round queues the same messages for both sessions, then drains the bare
+    # consumer and the hub in turn, so a slow spell of this shared machine hits both.
+    raw_rates: list[float] = []
+    hub_rates: list[float] = []
+    hub_cpu: list[float] = []
+    for round_ in range(args.repeat):
+        publish_all(port, items)
+        raw_rates.append(bench_raw(port, n))
+        hub.start()
+        t0 = hub.wait(lambda s: s.get("ingest", {}).get("messages", 0) > 0)
+        cpu0 = sum(hub.threads_cpu().values())
+        # messages are counted after their batch is committed (derived ones on top)
+        t1 = hub.wait(lambda s: s.get("ingest", {}).get("messages", 0) >= n)
+        hub_cpu.append((sum(hub.threads_cpu().values()) - cpu0) / n * 1e6)
+        hub_rates.append(n / (t1 - t0))
+        if round_ < args.repeat - 1:
+            hub.stop()
+    raw_rate, hub_rate = statistics.median(raw_rates), statistics.median(hub_rates)
+    status = hub.status()
+    runs = lambda rates: ", ".join(f"{r:,.0f}" for r in rates)  # noqa: E731
+    print(
+        f"(a) bare paho consumer (decode only):   {raw_rate:10,.0f} msgs/s (median of {runs(raw_rates)})"
+    )
+    print(
+        f"(b) hub, first message -> last commit:   {hub_rate:10,.0f} msgs/s (median of {runs(hub_rates)}; "
+        f"{status['ingest']['batches']} commits in the last, synchronous={args.synchronous}); "
+        f"hub CPU {statistics.median(hub_cpu):.0f} us/msg (median of {runs(hub_cpu)})"
+    )
+    print(
+        f"(c) ratio b/a:                           {hub_rate / raw_rate:10.2f}   (target >= 0.85)"
+    )
+    sent = run_steady_publisher(port, args.rate, args.seconds)
+    hub.wait(lambda s: s.get("ingest", {}).get("messages", 0) >= n + sent["sent"], 60)
+    ages = hub.status()["ingest"]["age_at_commit_ms"]
+    print(
+        f"(d) publish->commit at {sent['sent'] / sent['elapsed']:,.0f} msgs/s offered: p50 {ages['p50']} ms, "
+        f"p99 {ages['p99']} ms, max {ages['max']} ms (last {ages['window']:,} messages; target p99 < 250 ms)"
+    )
+    print(
+        f"(e) hub peak RSS:                        {hub.peak_rss_mb():10.1f} MB (target < 150 MB)"
+    )
+    hub.stop()
+
+
+def steady(args: argparse.Namespace, workdir: Path, port: int) -> None:
+    wait = args.batch_wait if args.batch_wait is not None else "default"
+    print(f"steady load: a fresh hub per rate, its default settings, ingest.batch_wait {wait}")
+    for index, rate in enumerate(args.steady_rates):
+        # A fresh hub (and data dir) per rate: its latency window holds only this rate's messages.
+        hub = Hub(
+            workdir / f"steady-{index}", port, args.synchronous,
+            src=args.hub_src, batch_wait=args.batch_wait, status_interval=None,
+        )  # fmt: skip
+        hub.start()
+        hub.wait(lambda s: s.get("broker", {}).get("state") == "connected", 30)
+        time.sleep(3)  # start-up work (discovery, first status) is not the idle cost
+        if index == 0 and args.idle_seconds > 0:
+            cpu0 = sum(hub.threads_cpu().values())
+            time.sleep(args.idle_seconds)
+            idle = (sum(hub.threads_cpu().values()) - cpu0) / args.idle_seconds
+            print(
+                f"(f) idle: hub CPU {idle * 100:.2f} % of a core over {args.idle_seconds:.0f} s (target <= 0.5 %)"
+            )
+        # Every series once first: a home's series are known to the hub; announcing new ones
+        # to Home Assistant (whose discovery configs the hub also receives) is not steady work.
+        warmup = run_steady_publisher(port, STEADY_NODES * len(METRICS), 1.0)["sent"]
+        hub.wait(lambda s: s.get("ingest", {}).get("messages", 0) >= warmup, 30)
+        time.sleep(4)
+        before = hub.status().get("ingest", {})
+        cpu0 = hub.threads_cpu()
+        sent = run_steady_publisher(port, rate, args.steady_seconds)
+        cpu1 = hub.threads_cpu()
+        count = sent["sent"]
+        goal = before.get("messages", 0) + count
+        hub.wait(lambda s, goal=goal: s.get("ingest", {}).get("messages", 0) >= goal, 60)
+        after = hub.status()["ingest"]
+        per_thread = {k: (cpu1[k] - cpu0[k]) / count * 1e6 for k in cpu0}
+        total = sum(per_thread.values())
+        ages = after["age_at_commit_ms"]
+        commits = after["batches"] - before.get("batches", 0)
+        offered = count / sent["elapsed"]
+        target = 80 if rate >= 1000 else 150
+        print(
+            f"(f) steady {offered:,.0f} msgs/s for {sent['elapsed']:.0f} s: hub CPU {total:.0f} us/msg "
+            f"(target <= {target}; {total * offered / 1e4:.1f} % of a core) = "
+            + ", ".join(f"{k} {v:.0f}" for k, v in per_thread.items())
+            + f"; publisher {sent['cpu_s'] / count * 1e6:.0f} us/msg"
+        )
+        print(
+            f"    publish->commit p50 {ages['p50']} ms, p99 {ages['p99']} ms, max {ages['max']} ms "
+            f"(last {ages['window']:,}; target p99 <= 50 ms); {commits / sent['elapsed']:,.1f} commits/s "
+            f"({count / max(1, commits):,.1f} msgs/commit); duplicates {after['duplicates'] - before.get('duplicates', 0)}"
+        )
+        hub.stop()
 
 
 def main() -> None:
@@ -236,62 +449,44 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="alternating drains of each (medians)"
     )
+    parser.add_argument(
+        "--sections", default="drain,steady", help="which parts to run: drain, steady or both"
+    )
+    parser.add_argument(
+        "--steady-rates",
+        type=lambda v: [float(r) for r in v.split(",")],
+        default=[200.0, 2000.0],
+        help="steady loads (msgs/s), comma-separated",
+    )
+    parser.add_argument("--steady-seconds", type=float, default=20.0)
+    parser.add_argument("--idle-seconds", type=float, default=10.0, help="0: skip the idle figure")
+    parser.add_argument(
+        "--batch-wait",
+        default=None,
+        help="ingest.batch_wait for the hub, e.g. 0 or 30ms (default: the hub's)",
+    )
+    parser.add_argument(
+        "--hub-src", type=Path, default=REPO, help="checkout whose hub to run (default: this one)"
+    )
     parser.add_argument("--raw-consumer", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--steady-publisher", nargs=3, type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_consumer:
         raw_consumer(*args.raw_consumer)
         return
-    n = args.messages
+    if args.steady_publisher:
+        port, rate, seconds = args.steady_publisher
+        steady_publisher(int(port), rate, seconds)
+        return
+    sections = set(args.sections.split(","))
     with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
         workdir = Path(tmp)
         broker, port = start_broker(workdir / "broker")
         try:
-            items = messages(n, int(time.time() * 1000) - n)
-            hub = Hub(workdir / "hub", port, args.synchronous)
-            hub.start()  # once, to create the persistent session and its subscriptions
-            hub.wait(lambda s: s.get("broker", {}).get("state") == "connected", 30)
-            hub.stop()
-            create_raw_session(port)
-            # Each round queues the same messages for both sessions, then drains the bare
-            # consumer and the hub in turn, so a slow spell of this shared machine hits both.
-            raw_rates: list[float] = []
-            hub_rates: list[float] = []
-            for round_ in range(args.repeat):
-                publish_all(port, items)
-                raw_rates.append(bench_raw(port, n))
-                hub.start()
-                t0 = hub.wait(lambda s: s.get("ingest", {}).get("messages", 0) > 0)
-                # messages are counted after their batch is committed (derived ones on top)
-                t1 = hub.wait(lambda s: s.get("ingest", {}).get("messages", 0) >= n)
-                hub_rates.append(n / (t1 - t0))
-                if round_ < args.repeat - 1:
-                    hub.stop()
-            raw_rate, hub_rate = statistics.median(raw_rates), statistics.median(hub_rates)
-            status = hub.status()
-            runs = lambda rates: ", ".join(f"{r:,.0f}" for r in rates)  # noqa: E731
-            print(
-                f"(a) bare paho consumer (decode only):   {raw_rate:10,.0f} msgs/s (median of {runs(raw_rates)})"
-            )
-            print(
-                f"(b) hub, first message -> last commit:   {hub_rate:10,.0f} msgs/s (median of {runs(hub_rates)}; "
-                f"{status['ingest']['batches']} commits in the last, synchronous={args.synchronous})"
-            )
-            print(
-                f"(c) ratio b/a:                           {hub_rate / raw_rate:10.2f}   (target >= 0.6)"
-            )
-
-            count = int(args.rate * args.seconds)
-            steady = [("hub/readings/steady", b"")] * count
-            elapsed = publish_all(port, steady, rate=args.rate, stamp=True)
-            hub.wait(lambda s: s.get("ingest", {}).get("messages", 0) >= n + count, 60)
-            ages = hub.status()["ingest"]["age_at_commit_ms"]
-            print(
-                f"(d) publish->commit at {count / elapsed:,.0f} msgs/s offered: p50 {ages['p50']} ms, p99 {ages['p99']} ms, max {ages['max']} ms (last {ages['window']:,} messages; target p99 < 250 ms)"
-            )
-            print(
-                f"(e) hub peak RSS:                        {hub.peak_rss_mb():10.1f} MB (target < 150 MB)"
-            )
-            hub.stop()
+            if "drain" in sections:
+                drain(args, workdir, port)
+            if "steady" in sections:
+                steady(args, workdir, port)
         finally:
             broker.terminate()
             broker.wait(10)
