@@ -22,8 +22,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt import _packet as paho_packet
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -35,6 +37,7 @@ from hub.threads import name_os_thread
 
 log = logging.getLogger(__name__)
 
+_NEVER = float("inf")
 ONLINE = b"online"
 OFFLINE = b"offline"
 
@@ -97,6 +100,114 @@ def no_delay(client: paho.Client, userdata: object, sock: object) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
 
 
+class SharedTableProperties(Properties):
+    """paho's MQTT 5 `Properties`, with its lookup tables built once instead of per packet.
+
+    paho decodes every PUBLISH into a fresh Properties, whose constructor rebuilds two tables
+    of 27 entries (with a list.index() per entry) and whose clear() probes all 27 names: a
+    third of paho's CPU per message at a steady load, for messages that mostly carry no
+    property at all. The tables are never written after construction, so instances share
+    them; everything else (unpack, attributes, validation) is paho's own.
+    """
+
+    _tables: tuple[list[str], dict[str, int], dict[int, Any]] | None = None
+
+    def __init__(self, packetType: int) -> None:
+        tables = SharedTableProperties._tables
+        if tables is None:
+            template = Properties(packetType)
+            tables = SharedTableProperties._tables = (
+                template.types,
+                template.names,
+                template.properties,
+            )
+        object.__setattr__(self, "packetType", packetType)
+        object.__setattr__(self, "types", tables[0])
+        object.__setattr__(self, "names", tables[1])
+        object.__setattr__(self, "properties", tables[2])
+
+    def clear(self) -> None:
+        for name in [n for n in vars(self) if n not in _PROPERTIES_OWN]:
+            delattr(self, name)
+
+
+_PROPERTIES_OWN = frozenset({"packetType", "types", "names", "properties"})
+
+
+def share_property_tables() -> None:
+    """Make paho's packet decoder build SharedTableProperties (process-wide, idempotent: the
+    class behaves as paho's own for every client)."""
+    if paho_packet.Properties is Properties:
+        paho_packet.Properties = SharedTableProperties  # type: ignore[misc]
+
+
+RECV_SIZE = 65536
+HANDOFF_MARGIN = 0.001  # paho's thread reads the last of a batch this long before it is due
+
+
+class BurstReadingClient(paho.Client):
+    """paho's client, reading the socket in bursts.
+
+    paho reads every packet with three recv() calls (command byte, length, body) after a
+    select() of its own: at a steady load that was a wake-up and four system calls per message
+    in paho's thread, its largest cost. Here one recv() takes what the socket holds and the
+    packets are cut from memory.
+
+    After each burst, `after_burst()` (set by MqttConnection) may ask for a pause: while group
+    commit holds a batch anyway, paho's thread sleeps until just before the batch is due and
+    then reads the rest of it in one go, instead of waking for every message. A read that
+    fills the buffer (a backlog) never pauses.
+
+    This overrides two private methods of paho 2: `_sock_recv`, and `loop_read`, which must
+    also parse the packets already buffered (select() cannot see them). The real-broker tests
+    cover it; requirements.lock pins paho.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._burst = bytearray()
+        self._burst_sock: object = None
+        self._burst_full = False
+        self.after_burst: Callable[[], float] | None = None
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        burst = self._burst
+        if self._burst_sock is not self._sock:  # a new connection: nothing of the old one
+            burst.clear()
+            self._burst_sock = self._sock
+        if not burst:
+            data = super()._sock_recv(RECV_SIZE)  # BlockingIOError when empty, b"" at EOF
+            self._burst_full = len(data) == RECV_SIZE
+            if len(data) <= bufsize:
+                return data
+            burst += data
+        chunk = bytes(burst[:bufsize])
+        del burst[:bufsize]  # cheap: a bytearray drops its head by moving its start
+        return chunk
+
+    def _read_burst(self, max_packets: int) -> paho.MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while rc == paho.MQTT_ERR_SUCCESS and self._burst and self._sock is not None:
+            rc = self._packet_read()
+            if rc == paho.MQTT_ERR_AGAIN:  # a partial packet: the rest is still in the socket
+                return paho.MQTT_ERR_SUCCESS
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+        return rc
+
+    def loop_read(self, max_packets: int = 1) -> paho.MQTTErrorCode:
+        self._burst_full = False
+        rc = self._read_burst(max_packets)
+        after_burst = self.after_burst
+        while rc == paho.MQTT_ERR_SUCCESS and after_burst is not None and not self._burst_full:
+            pause = after_burst()
+            if pause <= 0:
+                break
+            time.sleep(pause)
+            rc = self._read_burst(1)  # what arrived meanwhile; none is fine (non-blocking)
+        return rc
+
+
 def default_client_id() -> str:
     return f"hub-{socket.gethostname()}"[:64]
 
@@ -123,8 +234,11 @@ class MqttConnection:
         self._inbox: collections.deque[Message] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup = asyncio.Event()
-        self._waiting = False
-        self._wake_at = 1  # inbox size at which paho's thread wakes a waiting next_batch
+        self._waiting = False  # next_batch waits for paho's thread to hand a batch over
+        # Set by next_batch for paho's thread: group commit's wait (0: hand over every message
+        # at once) and the batch size that is handed over without waiting.
+        self._batch_wait = 0.0
+        self._batch_size = 1
         self._connected = threading.Event()
         self._inbox_max = config.receive_maximum
         self._room = threading.Event()
@@ -140,9 +254,10 @@ class MqttConnection:
             return MQTTProtocolVersion.MQTTv311
         return MQTTProtocolVersion.MQTTv5
 
-    def _make_client(self) -> paho.Client:
+    def _make_client(self) -> BurstReadingClient:
+        share_property_tables()
         v5 = self._protocol == MQTTProtocolVersion.MQTTv5
-        client = paho.Client(
+        client = BurstReadingClient(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=self._protocol,
@@ -176,6 +291,7 @@ class MqttConnection:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.after_burst = self._after_burst
         return client
 
     def _connect_properties(self) -> Properties | None:
@@ -395,9 +511,9 @@ class MqttConnection:
                 time.time_ns() // 1_000_000,
             )
         )
-        if self._waiting and len(inbox) >= self._wake_at:
-            # One wake-up per hand-off: for the first message of a batch, or when a batch
-            # that waits for company (group commit) is full.
+        if self._waiting and (self._batch_wait <= 0 or len(inbox) >= self._batch_size):
+            # One wake-up per hand-off: at once without group commit, else when the batch is
+            # full (or due: _after_burst).
             self._waiting = False
             self._loop_call(self._wakeup.set)
         if len(inbox) >= self._inbox_max:
@@ -408,6 +524,30 @@ class MqttConnection:
             self._room.clear()
             while len(inbox) >= self._inbox_max and not self._stopping:
                 self._room.wait(0.5)
+
+    def _after_burst(self) -> float:
+        """After paho's thread has read what the socket held: hand a due batch over, or say
+        how long to pause so that the rest of the batch arrives as one burst."""
+        if self._batch_wait <= 0:
+            return 0.0
+        due_in = self._due_in()
+        if due_in <= HANDOFF_MARGIN:
+            if self._waiting and self._inbox:
+                self._waiting = False
+                self._loop_call(self._wakeup.set)
+            return 0.0
+        return 0.0 if due_in == _NEVER else due_in - HANDOFF_MARGIN
+
+    def _due_in(self) -> float:
+        """Seconds until the batch in the inbox is due (<= 0: now; _NEVER: the inbox is empty)."""
+        inbox = self._inbox
+        if not inbox:
+            return _NEVER
+        wait = self._batch_wait
+        if wait <= 0 or len(inbox) >= self._batch_size:
+            return 0.0
+        # received_ms is the wall clock: clamp, so a clock step cannot stretch the wait.
+        return min(wait, wait - (time.time() - inbox[0].received_ms / 1000))
 
     def _loop_call(self, callback: Callable[[], object]) -> None:
         loop = self._loop
@@ -427,23 +567,16 @@ class MqttConnection:
 
         With `wait_s` > 0 (group commit), the batch is handed out when it holds `max_messages`
         or when its oldest message has waited `wait_s` since it was received, whichever comes
-        first. The wait costs no wake-up per message: paho's thread wakes the loop only for the
-        first message and for a full batch, the rest is one timer. A backlog (messages that
-        queued while the last batch committed) has waited already and goes out at once.
+        first. A backlog (messages that queued while the last batch committed) has waited
+        already and goes out at once. The loop is woken once per batch, by paho's thread, which
+        reads the batch's last messages just before it is due; a timer slightly later is only
+        the safety net.
         """
         inbox = self._inbox
-        while not inbox:
-            await self._wait_for(1, None)
-        if wait_s > 0:
-            wanted = min(max_messages, self._inbox_max)
-            while len(inbox) < wanted:
-                # received_ms is the wall clock; clamp, so a clock step neither skips nor
-                # stretches the wait beyond wait_s.
-                waited = time.time() - inbox[0].received_ms / 1000
-                remaining = min(wait_s, wait_s - waited)
-                if remaining <= 0.0005:
-                    break
-                await self._wait_for(wanted, remaining)
+        self._batch_size = max(1, min(max_messages, self._inbox_max))
+        self._batch_wait = wait_s
+        while (due_in := self._due_in()) > HANDOFF_MARGIN:
+            await self._wait_for_handoff(None if due_in == _NEVER else due_in + 0.005)
         size = len(inbox)
         if size > self.stats.inbox_peak:
             self.stats.inbox_peak = size
@@ -456,13 +589,12 @@ class MqttConnection:
             self._room.set()
         return batch
 
-    async def _wait_for(self, count: int, timeout: float | None) -> None:
-        """Until the inbox holds `count` messages (paho's thread wakes us once) or `timeout`."""
+    async def _wait_for_handoff(self, timeout: float | None) -> None:
+        """Until paho's thread hands a batch over (one wake-up), or `timeout`."""
         self._wakeup.clear()
-        self._wake_at = count
         self._waiting = True
         try:
-            if len(self._inbox) >= count:  # arrived before paho's thread could see _waiting
+            if self._due_in() <= HANDOFF_MARGIN:  # came before paho's thread saw _waiting
                 return
             if timeout is None:
                 await self._wakeup.wait()
