@@ -17,6 +17,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -142,6 +143,7 @@ def share_property_tables() -> None:
 
 
 RECV_SIZE = 65536
+_PUBACK = struct.Struct("!BBH")  # command, remaining length 2, packet id
 HANDOFF_MARGIN = 0.001  # paho's thread reads the last of a batch this long before it is due
 
 
@@ -168,7 +170,32 @@ class BurstReadingClient(paho.Client):
         self._burst = bytearray()
         self._burst_sock: object = None
         self._burst_full = False
+        self._pausing = False
         self.after_burst: Callable[[], float] | None = None
+
+    def ack_many(self, mids: Sequence[int], others: Sequence[Message] = ()) -> None:
+        """PUBACKs of QoS 1 messages as one packet, with one wake-up of paho's thread (none
+        while it pauses: it writes them when the pause ends). Any thread may call this.
+
+        paho's ack() builds, queues and signals one 4-byte packet per message, and its thread
+        then writes each with its own send(). A PUBACK without reason code or properties is
+        the same 4 bytes in MQTT 3.1.1 and 5, so the batch's are joined into one write. Leans
+        on paho 2's private `_packet_queue` and `_sockpairW`, like `_sock_recv`."""
+        wake = self._sockpairW
+        self._sockpairW = None  # hold back the wake-up of each queued packet
+        try:
+            if mids:
+                pack = _PUBACK.pack
+                self._packet_queue(
+                    paho.PUBACK, b"".join([pack(paho.PUBACK, 2, mid) for mid in mids]), 0, 1
+                )
+            for message in others:
+                self.ack(message.mid, message.qos)
+        finally:
+            self._sockpairW = wake
+        if wake is not None and not self._pausing:
+            with contextlib.suppress(BlockingIOError, OSError):
+                wake.send(b"0")
 
     def _sock_recv(self, bufsize: int) -> bytes:
         burst = self._burst
@@ -203,7 +230,11 @@ class BurstReadingClient(paho.Client):
             pause = after_burst()
             if pause <= 0:
                 break
-            time.sleep(pause)
+            self._pausing = True
+            try:
+                time.sleep(pause)
+            finally:
+                self._pausing = False
             rc = self._read_burst(1)  # what arrived meanwhile; none is fine (non-blocking)
         return rc
 
@@ -611,27 +642,15 @@ class MqttConnection:
     def ack(self, messages: Sequence[Message]) -> None:
         """Acknowledge messages whose content is committed (QoS 0 needs none).
 
-        paho's ack() wakes its network thread once per message, with a byte on a socket
-        pair; for a batch of thousands that was a tenth of the hub's CPU. The acks of a batch
-        are queued with the wake-up held back, then paho's thread is woken once. (This leans
-        on paho 2's private `_sockpairW`; without it, acks go one by one as before.)
+        The PUBACKs of a batch go to paho's thread as one write and one wake-up (paho's ack()
+        queued a packet, and woke the thread, per message); no wake-up at all while that
+        thread pauses for the next batch, as it writes them when the pause ends.
         """
-        client = self._client
-        wake = getattr(client, "_sockpairW", None)
-        if wake is not None:
-            client._sockpairW = None
-        count = 0
-        try:
-            for message in messages:
-                if message.qos:
-                    client.ack(message.mid, message.qos)
-                    count += 1
-        finally:
-            if wake is not None:
-                client._sockpairW = wake
-                with contextlib.suppress(BlockingIOError, OSError):
-                    wake.send(b"0")
-        self.stats.acked += count
+        mids = [message.mid for message in messages if message.qos == 1]
+        others = [message for message in messages if message.qos > 1]  # subscriptions are QoS 1
+        if mids or others:
+            self._client.ack_many(mids, others)
+        self.stats.acked += len(mids) + len(others)
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> None:
         """Fire-and-forget publish from any thread (paho queues it while reconnecting)."""
