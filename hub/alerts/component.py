@@ -149,19 +149,23 @@ class AlertsComponent:
         interval = self.discovery.settings.state_interval
         mono = time.monotonic()
         last, pending, wants = self._last_state, self._pending_state, self._wants
-        for reading in committed.readings:
-            key = (reading.device, reading.metric)
-            if not wants(reading.device, reading.metric, reading.source):
+        # Only the latest value of a series counts (state_interval keeps one a second), so the
+        # batch is reduced to one reading per series before any per-reading work: with group
+        # commit a batch holds many readings of each busy series.
+        latest = {(r.device, r.metric, r.source): r.value for r in committed.readings}
+        for (device, metric, source), value in latest.items():
+            if not wants(device, metric, source):
                 continue
-            if reading.device not in self._seen_devices:
-                self._seen_devices.add(reading.device)
-                self.discovery.publish_availability(reading.device, True)
+            if device not in self._seen_devices:
+                self._seen_devices.add(device)
+                self.discovery.publish_availability(device, True)
+            key = (device, metric)
             if mono - last.get(key, 0.0) >= interval:
                 last[key] = mono
                 pending.pop(key, None)
-                self.discovery.publish_state(reading.device, reading.metric, reading.value)
+                self.discovery.publish_state(device, metric, value)
             else:
-                pending[key] = reading.value
+                pending[key] = value
 
     def _wants(self, device: str, metric: str, source: str) -> bool:
         cache_key = (device, metric, source)
