@@ -1,0 +1,116 @@
+"""Batched hand-offs of the ingest connection (real Mosquitto): group commit's `next_batch`,
+paho's burst reads and the joined PUBACKs of a batch.
+
+No timing is asserted: a batch's size and content are, and timeouts only catch a hang."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from hub.bus.mqtt import Message, MqttConnection, SharedTableProperties
+from hub.config.broker import BrokerConfig
+from tests.support.hubproc import Publisher, wait_for
+from tests.support.mosquitto import Mosquitto
+
+pytestmark = pytest.mark.mosquitto
+
+
+async def _connected(mosquitto: Mosquitto, client_id: str) -> MqttConnection:
+    connection = MqttConnection(BrokerConfig(url=mosquitto.url), ["t/#"], client_id=client_id)
+    connection.start(asyncio.get_running_loop())
+    await asyncio.to_thread(wait_for, lambda: connection.connected, 10)
+    await asyncio.sleep(0.3)  # the subscription is in place
+    return connection
+
+
+async def _collect(connection: MqttConnection, count: int, max_messages: int, wait_s: float) -> list[list[Message]]:  # fmt: skip
+    batches: list[list[Message]] = []
+    while sum(len(b) for b in batches) < count:
+        batch = await asyncio.wait_for(connection.next_batch(max_messages, wait_s), 30)
+        connection.ack(batch)
+        batches.append(batch)
+    return batches
+
+
+def test_group_commit_waits_for_company_and_a_full_batch_does_not_wait(
+    mosquitto: Mosquitto,
+) -> None:
+    async def main() -> None:
+        connection = await _connected(mosquitto, "t-group")
+        publisher = Publisher(mosquitto.host, mosquitto.port)
+        try:
+            # Published back to back, well within the wait: one batch.
+            for i in range(5):
+                publisher.publish(f"t/{i}", str(i))
+            assert publisher.flush(10)
+            batches = await _collect(connection, 5, 1000, wait_s=1.0)
+            assert [[m.payload for m in b] for b in batches] == [[b"0", b"1", b"2", b"3", b"4"]]
+            # A full batch is handed over at once: with a wait of an hour, only a full batch
+            # can come back before the 30 s guard of _collect.
+            for i in range(7):
+                publisher.publish(f"t/{i}", str(i))
+            assert publisher.flush(10)
+            batches = await _collect(connection, 6, 3, wait_s=3600)
+            assert [len(b) for b in batches] == [3, 3]
+            rest = await _collect(connection, 1, 1000, wait_s=0.05)
+            assert [m.payload for b in batches + rest for m in b] == [str(i).encode() for i in range(7)]  # fmt: skip
+        finally:
+            publisher.close()
+            connection.stop()
+
+    asyncio.run(main())
+
+
+def test_burst_reads_keep_every_packet_whole_and_in_order(mosquitto: Mosquitto) -> None:
+    """Packets cut from one recv() of 64 KiB: many small ones, and large ones that span
+    several reads, in one stream; then the acks let a new connection of the same session see
+    nothing again."""
+
+    async def main() -> None:
+        connection = await _connected(mosquitto, "t-burst")
+        publisher = Publisher(mosquitto.host, mosquitto.port)
+        rng = random.Random(7)
+        sent = []
+        try:
+            for i in range(400):
+                size = rng.choice([0, 1, 10, 127, 128, 300, 16383, 16384, 70000, 200000])
+                payload = bytes([i % 256]) * size
+                sent.append((f"t/{i % 13}/x", payload))
+                publisher.publish(f"t/{i % 13}/x", payload)
+            assert publisher.flush(30)
+            batches = await _collect(connection, len(sent), 50, wait_s=0.02)
+            assert [(m.topic, m.payload) for b in batches for m in b] == sent
+            assert all(len(b) <= 50 for b in batches)
+            assert connection.stats.acked == len(sent)
+        finally:
+            publisher.close()
+            connection.stop()
+        # Everything was acknowledged: the resumed session has nothing to redeliver.
+        again = await _connected(mosquitto, "t-burst")
+        try:
+            await asyncio.sleep(1.0)
+            assert again.pending() == 0
+        finally:
+            again.stop()
+
+    asyncio.run(main())
+
+
+def test_shared_table_properties_decode_as_pahos_own() -> None:
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("a", "b"), ("c", "d")]
+    props.MessageExpiryInterval = 30
+    props.ContentType = "application/json"
+    packed = props.pack()
+    theirs, their_len = Properties(PacketTypes.PUBLISH).unpack(packed)
+    ours, our_len = SharedTableProperties(PacketTypes.PUBLISH).unpack(packed)
+    assert (ours.json(), our_len) == (theirs.json(), their_len)
+    # unpack() clears what an earlier unpack set, as paho's does
+    empty = Properties(PacketTypes.PUBLISH).pack()
+    assert ours.unpack(empty)[0].json() == {}
+    assert isinstance(ours, Properties)
