@@ -173,7 +173,9 @@ class BurstReadingClient(paho.Client):
         self._pausing = False
         self.after_burst: Callable[[], float] | None = None
 
-    def ack_many(self, mids: Sequence[int], others: Sequence[Message] = ()) -> None:
+    def ack_many(
+        self, mids: Sequence[int], others: Sequence[Message] = (), *, wake: bool = True
+    ) -> None:
         """PUBACKs of QoS 1 messages as one packet, with one wake-up of paho's thread (none
         while it pauses: it writes them when the pause ends). Any thread may call this.
 
@@ -181,7 +183,7 @@ class BurstReadingClient(paho.Client):
         then writes each with its own send(). A PUBACK without reason code or properties is
         the same 4 bytes in MQTT 3.1.1 and 5, so the batch's are joined into one write. Leans
         on paho 2's private `_packet_queue` and `_sockpairW`, like `_sock_recv`."""
-        wake = self._sockpairW
+        sockpair = self._sockpairW
         self._sockpairW = None  # hold back the wake-up of each queued packet
         try:
             if mids:
@@ -192,10 +194,10 @@ class BurstReadingClient(paho.Client):
             for message in others:
                 self.ack(message.mid, message.qos)
         finally:
-            self._sockpairW = wake
-        if wake is not None and not self._pausing:
+            self._sockpairW = sockpair
+        if wake and sockpair is not None and not self._pausing:
             with contextlib.suppress(BlockingIOError, OSError):
-                wake.send(b"0")
+                sockpair.send(b"0")
 
     def _sock_recv(self, bufsize: int) -> bytes:
         burst = self._burst
@@ -643,13 +645,15 @@ class MqttConnection:
         """Acknowledge messages whose content is committed (QoS 0 needs none).
 
         The PUBACKs of a batch go to paho's thread as one write and one wake-up (paho's ack()
-        queued a packet, and woke the thread, per message); no wake-up at all while that
-        thread pauses for the next batch, as it writes them when the pause ends.
+        queued a packet, and woke the thread, per message). No wake-up at all while the next
+        batch is being gathered: paho's thread wakes for it anyway (it pauses, or waits for
+        the batch's next message) and writes them then, at most about batch_wait later.
         """
         mids = [message.mid for message in messages if message.qos == 1]
         others = [message for message in messages if message.qos > 1]  # subscriptions are QoS 1
         if mids or others:
-            self._client.ack_many(mids, others)
+            gathering = self._batch_wait > 0 and bool(self._inbox)
+            self._client.ack_many(mids, others, wake=not gathering)
         self.stats.acked += len(mids) + len(others)
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> None:
