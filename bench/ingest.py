@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ingest.py [--messages 200000] [--rate 5000] [--seconds 10]
         [--steady-rates 200,2000] [--steady-seconds 20] [--idle-seconds 10]
-        [--batch-wait 30ms] [--hub-src DIR] [--sections drain,steady]
+        [--batch-wait 30ms] [--hub-src DIR ...] [--sections drain,steady]
 
 A private Mosquitto (the managed broker's own config) serves both sides.
 
@@ -21,8 +21,10 @@ one reading each, with a distinct timestamp per series (no sample is a duplicate
     (the event loop, paho's thread `hub-mqtt`, the store thread `hub-store`, the rest), beside
     the publisher's own CPU per message; publish-to-commit p50/p99 and commits per second.
 CPU time is counted by the kernel per thread, so it is far less disturbed than a wall-clock rate
-by other work on a shared machine. --hub-src runs another checkout's hub (a "before" figure)
-with this bench. Figures are printed, not asserted.
+by other work on a shared machine. --hub-src runs another checkout's hub, and given more than
+once, each in turn in the same run (before and after a change: `git worktree add --detach
+/tmp/before HEAD~3`, then `--hub-src /tmp/before --hub-src .`). Figures are printed, not
+asserted.
 """
 
 from __future__ import annotations
@@ -190,6 +192,7 @@ class Hub:
         src: Path = REPO,
         batch_wait: str | None = None,
         status_interval: str | None = "0.25s",
+        client_id: str = "bench-hub",
     ) -> None:
         self.workdir = workdir
         self.src = src
@@ -197,7 +200,7 @@ class Hub:
         self.config = workdir / "hub.yaml"
         config: dict = {
             "data_dir": str(workdir / "data"),
-            "broker": {"url": f"mqtt://127.0.0.1:{port}", "client_id": "bench-hub"},
+            "broker": {"url": f"mqtt://127.0.0.1:{port}", "client_id": client_id},
             "store": {"synchronous": synchronous},
             "derive": {"rc_auto": False},
             "log": {"level": "warning"},
@@ -205,7 +208,8 @@ class Hub:
         }
         if status_interval is not None:  # the drain times its end by the status file
             config["status"] = {"interval": status_interval, "publish_stats": False}
-        if batch_wait is not None:
+        # (a checkout from before group commit does not know the option)
+        if batch_wait is not None and "batch_wait" in (src / "hub/config/ingest.py").read_text():
             config["ingest"] = {"batch_wait": batch_wait}
         self.config.write_text(yaml.safe_dump(config))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -327,50 +331,70 @@ def run_steady_publisher(port: int, rate: float, seconds: float) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def label(src: Path) -> str:
+    return "this hub" if src == REPO else f"hub of {src}"
+
+
 def drain(args: argparse.Namespace, workdir: Path, port: int) -> None:
     n = args.messages
     items = messages(n, int(time.time() * 1000) - n)
-    hub = Hub(workdir / "hub", port, args.synchronous, src=args.hub_src, batch_wait=args.batch_wait)
-    hub.start()  # once, to create the persistent session and its subscriptions
-    hub.wait(lambda s: s.get("broker", {}).get("state") == "connected", 30)
-    hub.stop()
+    hubs = [
+        Hub(
+            workdir / f"hub-{k}",
+            port,
+            args.synchronous,
+            src=src,
+            batch_wait=args.batch_wait,
+            client_id=f"bench-hub-{k}",
+        )
+        for k, src in enumerate(args.hub_src)
+    ]
+    for hub in hubs:
+        hub.start()  # once, to create the persistent session and its subscriptions
+        hub.wait(lambda s: s.get("broker", {}).get("state") == "connected", 30)
+        hub.stop()
     create_raw_session(port)
-    # Each round queues the same messages for both sessions, then drains the bare
-    # consumer and the hub in turn, so a slow spell of this shared machine hits both.
+    # Each round queues the same messages for every session, then drains the bare consumer
+    # and each hub in turn, so a slow spell of this shared machine hits all of them.
     raw_rates: list[float] = []
-    hub_rates: list[float] = []
-    hub_cpu: list[float] = []
+    hub_rates: list[list[float]] = [[] for _ in hubs]
+    hub_cpu: list[list[float]] = [[] for _ in hubs]
     for round_ in range(args.repeat):
         publish_all(port, items)
         raw_rates.append(bench_raw(port, n))
-        hub.start()
-        t0 = hub.wait(lambda s: s.get("ingest", {}).get("messages", 0) > 0)
-        cpu0 = sum(hub.threads_cpu().values())
-        # messages are counted after their batch is committed (derived ones on top)
-        t1 = hub.wait(lambda s: s.get("ingest", {}).get("messages", 0) >= n)
-        hub_cpu.append((sum(hub.threads_cpu().values()) - cpu0) / n * 1e6)
-        hub_rates.append(n / (t1 - t0))
-        if round_ < args.repeat - 1:
-            hub.stop()
-    raw_rate, hub_rate = statistics.median(raw_rates), statistics.median(hub_rates)
-    status = hub.status()
+        for k, hub in enumerate(hubs):
+            hub.start()
+            t0 = hub.wait(lambda s: s.get("ingest", {}).get("messages", 0) > 0)
+            cpu0 = sum(hub.threads_cpu().values())
+            # messages are counted after their batch is committed (derived ones on top)
+            t1 = hub.wait(lambda s: s.get("ingest", {}).get("messages", 0) >= n)
+            hub_cpu[k].append((sum(hub.threads_cpu().values()) - cpu0) / n * 1e6)
+            hub_rates[k].append(n / (t1 - t0))
+            if round_ < args.repeat - 1 or hub is not hubs[-1]:
+                hub.stop()
+    raw_rate = statistics.median(raw_rates)
     runs = lambda rates: ", ".join(f"{r:,.0f}" for r in rates)  # noqa: E731
     print(
         f"(a) bare paho consumer (decode only):   {raw_rate:10,.0f} msgs/s (median of {runs(raw_rates)})"
     )
-    print(
-        f"(b) hub, first message -> last commit:   {hub_rate:10,.0f} msgs/s (median of {runs(hub_rates)}; "
-        f"{status['ingest']['batches']} commits in the last, synchronous={args.synchronous}); "
-        f"hub CPU {statistics.median(hub_cpu):.0f} us/msg (median of {runs(hub_cpu)})"
-    )
-    print(
-        f"(c) ratio b/a:                           {hub_rate / raw_rate:10.2f}   (target >= 0.85)"
-    )
+    for k, hub in enumerate(hubs):
+        hub_rate = statistics.median(hub_rates[k])
+        print(
+            f"(b) {label(hub.src)}, first message -> last commit: {hub_rate:10,.0f} msgs/s "
+            f"(median of {runs(hub_rates[k])}, synchronous={args.synchronous}); "
+            f"hub CPU {statistics.median(hub_cpu[k]):.0f} us/msg (median of {runs(hub_cpu[k])})"
+        )
+        print(
+            f"(c) ratio b/a:                           {hub_rate / raw_rate:10.2f}   (target >= 0.85)"
+        )
+    hub = hubs[-1]
+    status = hub.status()
+    print(f"    {status['ingest']['batches']} commits in the last drain of {label(hub.src)}")
     sent = run_steady_publisher(port, args.rate, args.seconds)
     hub.wait(lambda s: s.get("ingest", {}).get("messages", 0) >= n + sent["sent"], 60)
     ages = hub.status()["ingest"]["age_at_commit_ms"]
     print(
-        f"(d) publish->commit at {sent['sent'] / sent['elapsed']:,.0f} msgs/s offered: p50 {ages['p50']} ms, "
+        f"(d) {label(hub.src)}, publish->commit at {sent['sent'] / sent['elapsed']:,.0f} msgs/s offered: p50 {ages['p50']} ms, "
         f"p99 {ages['p99']} ms, max {ages['max']} ms (last {ages['window']:,} messages; target p99 < 250 ms)"
     )
     print(
@@ -383,52 +407,60 @@ def steady(args: argparse.Namespace, workdir: Path, port: int) -> None:
     wait = args.batch_wait if args.batch_wait is not None else "default"
     print(f"steady load: a fresh hub per rate, its default settings, ingest.batch_wait {wait}")
     for index, rate in enumerate(args.steady_rates):
-        # A fresh hub (and data dir) per rate: its latency window holds only this rate's messages.
-        hub = Hub(
-            workdir / f"steady-{index}", port, args.synchronous,
-            src=args.hub_src, batch_wait=args.batch_wait, status_interval=None,
-        )  # fmt: skip
-        hub.start()
-        hub.wait(lambda s: s.get("broker", {}).get("state") == "connected", 30)
-        time.sleep(3)  # start-up work (discovery, first status) is not the idle cost
-        if index == 0 and args.idle_seconds > 0:
-            cpu0 = sum(hub.threads_cpu().values())
-            time.sleep(args.idle_seconds)
-            idle = (sum(hub.threads_cpu().values()) - cpu0) / args.idle_seconds
-            print(
-                f"(f) idle: hub CPU {idle * 100:.2f} % of a core over {args.idle_seconds:.0f} s (target <= 0.5 %)"
-            )
-        # Every series once first: a home's series are known to the hub; announcing new ones
-        # to Home Assistant (whose discovery configs the hub also receives) is not steady work.
-        warmup = run_steady_publisher(port, STEADY_NODES * len(METRICS), 1.0)["sent"]
-        hub.wait(lambda s: s.get("ingest", {}).get("messages", 0) >= warmup, 30)
-        time.sleep(4)
-        before = hub.status().get("ingest", {})
-        cpu0 = hub.threads_cpu()
-        sent = run_steady_publisher(port, rate, args.steady_seconds)
-        cpu1 = hub.threads_cpu()
-        count = sent["sent"]
-        goal = before.get("messages", 0) + count
-        hub.wait(lambda s, goal=goal: s.get("ingest", {}).get("messages", 0) >= goal, 60)
-        after = hub.status()["ingest"]
-        per_thread = {k: (cpu1[k] - cpu0[k]) / count * 1e6 for k in cpu0}
-        total = sum(per_thread.values())
-        ages = after["age_at_commit_ms"]
-        commits = after["batches"] - before.get("batches", 0)
-        offered = count / sent["elapsed"]
-        target = 80 if rate >= 1000 else 150
+        for k, src in enumerate(args.hub_src):
+            steady_one(args, workdir / f"steady-{index}-{k}", port, src, rate, idle=index == 0)
+
+
+def steady_one(
+    args: argparse.Namespace, workdir: Path, port: int, src: Path, rate: float, idle: bool
+) -> None:
+    # A fresh hub (and data dir) per rate: its latency window holds only this rate's messages.
+    hub = Hub(
+        workdir, port, args.synchronous, src=src, batch_wait=args.batch_wait,
+        status_interval=None, client_id=f"bench-steady-{workdir.name}",
+    )  # fmt: skip
+    hub.start()
+    hub.wait(lambda s: s.get("broker", {}).get("state") == "connected", 30)
+    time.sleep(3)  # start-up work (discovery, first status) is not the idle cost
+    name = label(src)
+    if idle and args.idle_seconds > 0:
+        cpu0 = sum(hub.threads_cpu().values())
+        time.sleep(args.idle_seconds)
+        idle_cpu = (sum(hub.threads_cpu().values()) - cpu0) / args.idle_seconds
         print(
-            f"(f) steady {offered:,.0f} msgs/s for {sent['elapsed']:.0f} s: hub CPU {total:.0f} us/msg "
-            f"(target <= {target}; {total * offered / 1e4:.1f} % of a core) = "
-            + ", ".join(f"{k} {v:.0f}" for k, v in per_thread.items())
-            + f"; publisher {sent['cpu_s'] / count * 1e6:.0f} us/msg"
+            f"(f) {name}, idle: hub CPU {idle_cpu * 100:.2f} % of a core over {args.idle_seconds:.0f} s (target <= 0.5 %)"
         )
-        print(
-            f"    publish->commit p50 {ages['p50']} ms, p99 {ages['p99']} ms, max {ages['max']} ms "
-            f"(last {ages['window']:,}; target p99 <= 50 ms); {commits / sent['elapsed']:,.1f} commits/s "
-            f"({count / max(1, commits):,.1f} msgs/commit); duplicates {after['duplicates'] - before.get('duplicates', 0)}"
-        )
-        hub.stop()
+    # Every series once first: a home's series are known to the hub; announcing new ones to
+    # Home Assistant (whose discovery configs the hub also receives) is not steady work.
+    warmup = run_steady_publisher(port, STEADY_NODES * len(METRICS), 1.0)["sent"]
+    hub.wait(lambda s: s.get("ingest", {}).get("messages", 0) >= warmup, 30)
+    time.sleep(4)
+    before = hub.status().get("ingest", {})
+    cpu0 = hub.threads_cpu()
+    sent = run_steady_publisher(port, rate, args.steady_seconds)
+    cpu1 = hub.threads_cpu()
+    count = sent["sent"]
+    goal = before.get("messages", 0) + count
+    hub.wait(lambda s: s.get("ingest", {}).get("messages", 0) >= goal, 60)
+    after = hub.status()["ingest"]
+    per_thread = {k: (cpu1[k] - cpu0[k]) / count * 1e6 for k in cpu0}
+    total = sum(per_thread.values())
+    ages = after["age_at_commit_ms"]
+    commits = after["batches"] - before.get("batches", 0)
+    offered = count / sent["elapsed"]
+    target = 80 if rate >= 1000 else 150
+    print(
+        f"(f) {name}, steady {offered:,.0f} msgs/s for {sent['elapsed']:.0f} s: hub CPU {total:.0f} us/msg "
+        f"(target <= {target}; {total * offered / 1e4:.1f} % of a core) = "
+        + ", ".join(f"{k} {v:.0f}" for k, v in per_thread.items())
+        + f"; publisher {sent['cpu_s'] / count * 1e6:.0f} us/msg"
+    )
+    print(
+        f"    publish->commit p50 {ages['p50']} ms, p99 {ages['p99']} ms, max {ages['max']} ms "
+        f"(last {ages['window']:,}; target p99 <= 50 ms); {commits / sent['elapsed']:,.1f} commits/s "
+        f"({count / max(1, commits):,.1f} msgs/commit); duplicates {after['duplicates'] - before.get('duplicates', 0)}"
+    )
+    hub.stop()
 
 
 def main() -> None:
@@ -466,7 +498,11 @@ def main() -> None:
         help="ingest.batch_wait for the hub, e.g. 0 or 30ms (default: the hub's)",
     )
     parser.add_argument(
-        "--hub-src", type=Path, default=REPO, help="checkout whose hub to run (default: this one)"
+        "--hub-src",
+        type=Path,
+        action="append",
+        help="a checkout whose hub to run (default: this one); repeat it to measure several "
+        "in the same run, e.g. the commit before a change and this one",
     )
     parser.add_argument("--raw-consumer", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--steady-publisher", nargs=3, type=float, help=argparse.SUPPRESS)
@@ -478,6 +514,7 @@ def main() -> None:
         port, rate, seconds = args.steady_publisher
         steady_publisher(int(port), rate, seconds)
         return
+    args.hub_src = [src.resolve() for src in args.hub_src or [REPO]]
     sections = set(args.sections.split(","))
     with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
         workdir = Path(tmp)
