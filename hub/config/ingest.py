@@ -80,10 +80,11 @@ class IngestConfig(ConfigModel):
         title="Group commit wait",
         description=(
             "Group commit: a batch is committed when it holds batch_max messages or its oldest "
-            "message has waited this long (acks still follow the commit). At a steady trickle "
-            "this turns one transaction and two thread wake-ups per message into one per batch; "
-            "it adds at most this much to publish-to-commit latency. 0 commits as soon as a "
-            "message is in (one transaction per message at a low rate)."
+            "message has waited this long; acks still follow the commit. At a steady load the "
+            "hub then pays one transaction and a few thread wake-ups per batch instead of per "
+            "message (docs/performance.md). It adds up to this much to publish-to-commit "
+            "latency, and a receive-time stamp (ESPHome states) may be taken up to this much "
+            "after the broker sent the message. 0 commits as soon as a message is in."
         ),
     )
     max_topic_levels: int = Field(
