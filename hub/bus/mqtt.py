@@ -160,9 +160,10 @@ class BurstReadingClient(paho.Client):
     then reads the rest of it in one go, instead of waking for every message. A read that
     fills the buffer (a backlog) never pauses.
 
-    This overrides two private methods of paho 2: `_sock_recv`, and `loop_read`, which must
-    also parse the packets already buffered (select() cannot see them). The real-broker tests
-    cover it; requirements.lock pins paho.
+    This leans on private parts of paho 2.2 (requirements.lock pins it): it overrides
+    `_sock_recv`, and `loop_read`, which must also parse the packets already buffered (select()
+    cannot see them) with `_packet_read`; `ack_many` uses `_packet_queue` and `_sockpairW`.
+    tests/core/test_mqtt_batching.py runs all of it against a real Mosquitto.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -181,8 +182,7 @@ class BurstReadingClient(paho.Client):
 
         paho's ack() builds, queues and signals one 4-byte packet per message, and its thread
         then writes each with its own send(). A PUBACK without reason code or properties is
-        the same 4 bytes in MQTT 3.1.1 and 5, so the batch's are joined into one write. Leans
-        on paho 2's private `_packet_queue` and `_sockpairW`, like `_sock_recv`."""
+        the same 4 bytes in MQTT 3.1.1 and 5, so the batch's are joined into one write."""
         sockpair = self._sockpairW
         self._sockpairW = None  # hold back the wake-up of each queued packet
         try:
