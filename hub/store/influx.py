@@ -722,7 +722,7 @@ class Forwarder:
             self.stats.probes += 1
             if await loop.run_in_executor(self._probe_thread, probe):
                 self.stats.probe_ok_at = time.time()
-                log.info("InfluxDB %s answers again; sending the queue", self.sender.target)
+                log.debug("InfluxDB %s answers again; sending the queue", self.sender.target)
                 return
 
     def _failing(self, result: WriteResult) -> None:
