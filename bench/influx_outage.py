@@ -92,6 +92,7 @@ def main() -> None:
                 vm.proc.kill()
                 vm.proc.wait()
                 killed = time.monotonic()
+                killed_ms = int(time.time() * 1000)
                 log_from = len(hub.log().splitlines())
                 print(
                     f"VictoriaMetrics SIGKILLed; outage of {args.outage:.0f} s at {args.rate:.0f} readings/s, max_outbox {args.max_outbox} ({parse_bytes(args.max_outbox)} B)"
@@ -149,6 +150,19 @@ def main() -> None:
                 f"  refused {refused}; published {counter[0]} readings, store holds {stored}, "
                 f"VictoriaMetrics holds {in_vm} ({in_vm - stored:+d})"
             )
+            if in_vm != stored:
+                # Which readings differ, relative to the SIGKILL: VictoriaMetrics keeps the
+                # newest points in memory for about a second, so a SIGKILL loses points it had
+                # already acknowledged (answered 204) - the outbox cannot know.
+                stamps = {t for series in vm.export() for t in series["timestamps"]}
+                rows = hub.query("SELECT DISTINCT ts FROM samples")
+                missing = sorted(t for (t,) in rows if t not in stamps)
+                if missing:
+                    print(
+                        f"  {len(missing)} distinct timestamps missing in VictoriaMetrics, from "
+                        f"{(missing[0] - killed_ms) / 1000:+.2f} s to "
+                        f"{(missing[-1] - killed_ms) / 1000:+.2f} s around the SIGKILL"
+                    )
             status = orjson.loads(
                 CliRunner().invoke(influx, ["status", "-c", str(hub.config_path), "--json"]).output
             )

@@ -146,19 +146,16 @@ def status(config_path: Path | None, data_dir: Path | None, as_json: bool) -> No
             highlight=False,
         )
         sys.exit(1)
-    table = Table(show_header=False, box=None, padding=(0, 2))
-    table.add_row("Config", origin)
-    table.add_row(
-        "Data dir",
-        f"{data_dir} ("
-        + (
-            f"status.json {age:.1f} s old"
-            if running and age is not None
-            else "hub not running"
-            + (f": status.json {age:.0f} s old" if age is not None else ", no status.json")
-        )
-        + ")",
+    # Paths on lines of their own: a table column would cut them at 80 columns.
+    where = (
+        f"status.json {age:.1f} s old"
+        if running and age is not None
+        else "hub not running"
+        + (f", status.json {age:.0f} s old" if age is not None else ", no status.json")
     )
+    click.echo(f"Config:   {origin}")
+    click.echo(f"Data dir: {data_dir} ({where})")
+    table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_row(
         "InfluxDB",
         f"{settings.url} bucket {settings.bucket!r}"

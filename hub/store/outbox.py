@@ -75,7 +75,8 @@ CREATE TABLE IF NOT EXISTS outbox_marks (
     refused_seen INTEGER NOT NULL DEFAULT 0,
     queued_since INTEGER,
     last_delivery_ts INTEGER,
-    delivered INTEGER NOT NULL DEFAULT 0
+    delivered INTEGER NOT NULL DEFAULT 0,
+    disabled_at INTEGER
 );
 CREATE TABLE IF NOT EXISTS outbox_history (
     series_id INTEGER PRIMARY KEY,
@@ -160,12 +161,24 @@ def configure(
         (int(enabled), max_rows),
     )
     conn.execute("INSERT OR IGNORE INTO outbox_marks (id) VALUES (1)")
-    if enabled:
-        since = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    if not enabled:
         conn.execute(
-            "UPDATE outbox_marks SET queued_since = ? WHERE id = 1 AND queued_since IS NULL",
-            (since,),
+            "UPDATE outbox_marks SET disabled_at = coalesce(disabled_at, ?) WHERE id = 1", (now,)
         )
+        return
+    conn.execute(
+        "UPDATE outbox_marks SET queued_since = ? WHERE id = 1 AND queued_since IS NULL", (now,)
+    )
+    off = conn.execute("SELECT disabled_at FROM outbox_marks WHERE id = 1").fetchone()[0]
+    if off is not None:
+        # Forwarding was switched off for a while: what was stored meanwhile was never queued.
+        # Keep it as ranges `hub influx backfill` sends, like readings refused when full.
+        for (series_id,) in conn.execute(
+            "SELECT id FROM series WHERE last_ts >= ?", (off,)
+        ).fetchall():
+            _add_range(conn, series_id, off, now)
+        conn.execute("UPDATE outbox_marks SET disabled_at = NULL WHERE id = 1")
     _next_epoch(conn)
 
 
@@ -322,15 +335,20 @@ def add_history(conn: sqlite3.Connection, series_id: int, since_ms: int) -> int:
     upto = row[0] if row and row[0] is not None else time.time_ns() // 1_000_000
     if since_ms >= upto:
         return 0
-    count, first, last = conn.execute(
-        "SELECT count(*), min(ts), max(ts) FROM samples WHERE series_id = ? AND ts >= ? AND ts < ?",
-        (series_id, since_ms, upto),
-    ).fetchone()
     conn.execute(
         "INSERT INTO outbox_history (series_id, done_from) VALUES (?, ?) "
         "ON CONFLICT (series_id) DO UPDATE SET done_from = excluded.done_from",
         (series_id, since_ms),
     )
+    return _add_range(conn, series_id, since_ms, upto)
+
+
+def _add_range(conn: sqlite3.Connection, series_id: int, since_ms: int, upto_ms: int) -> int:
+    """A range of stored readings [since, upto) never queued, as a gap of its own epoch (< 0)."""
+    count, first, last = conn.execute(
+        "SELECT count(*), min(ts), max(ts) FROM samples WHERE series_id = ? AND ts >= ? AND ts < ?",
+        (series_id, since_ms, upto_ms),
+    ).fetchone()
     if not count:
         return 0
     epoch = conn.execute("SELECT min(min(epoch), 0) - 1 FROM outbox_gaps").fetchone()[0]
