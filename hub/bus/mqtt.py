@@ -414,8 +414,9 @@ class MqttConnection:
 
     # -- asyncio side ---------------------------------------------------------------------------
 
-    async def next_batch(self, limit: int) -> list[Message]:
-        """Up to `limit` messages; waits for at least one."""
+    async def next_batch(self, limit: int, wait_s: float = 0.0) -> list[Message]:
+        """Up to `limit` messages; waits for at least one, then (group commit) up to `wait_s`
+        after the oldest arrived for more, unless `limit` are already there."""
         inbox = self._inbox
         while not inbox:
             self._wakeup.clear()
@@ -424,6 +425,10 @@ class MqttConnection:
                 break
             await self._wakeup.wait()
         self._waiting = False
+        if wait_s > 0 and len(inbox) < limit:
+            remaining = wait_s - (time.time_ns() // 1_000_000 - inbox[0].received_ms) / 1000
+            if remaining > 0:
+                await asyncio.sleep(remaining)
         size = len(inbox)
         if size > self.stats.inbox_peak:
             self.stats.inbox_peak = size
