@@ -619,7 +619,8 @@ class Forwarder:
                     break  # stopping with the batch undelivered: it stays queued
                 cursor = rows[-1].id
         finally:
-            self._stopping.set()
+            # Not _stopping: after a crash the supervisor runs `run()` again.
+            monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await monitor
         await self.refresh()
