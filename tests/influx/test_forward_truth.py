@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +55,13 @@ def refused_in_store(hub: HubProcess) -> int:
     return int(rows[0][0]) if rows else 0
 
 
-def expected_lines(hub: HubProcess) -> int:
-    return hub.sample_count()
+def http_get(hub: HubProcess, path: str) -> tuple[int, bytes]:
+    url = f"http://127.0.0.1:{hub.config['web']['port']}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
 
 
 def test_full_outbox_is_reported_at_once_and_drains_seconds_after_the_server_returns(
@@ -88,6 +95,15 @@ def test_full_outbox_is_reported_at_once_and_drains_seconds_after_the_server_ret
         assert "outbox is full" in section["health"]["reason"]
         assert section["backlog"] >= 1500 * 0.99 and section["outbox_bytes"] >= budget * 0.99
         wait_for(lambda: "InfluxDB outbox full" in hub.log(), 5, what="the outbox-full ERROR")
+        # The web side: /api/health 503 with the forward's reason, /metrics with its series.
+        code, body = http_get(hub, "/api/health")
+        health = orjson.loads(body)
+        assert code == 503 and health["parts"]["influx"]["status"] == "degraded", health
+        assert any("outbox is full" in reason for reason in health["reasons"]), health
+        code, body = http_get(hub, "/metrics")
+        assert code == 200
+        metrics = body.decode()
+        assert "hub_influx_backlog_points " in metrics and "hub_influx_refused_total " in metrics
         stop.set()
         publisher.join(30)
         time.sleep(3)  # a few probe rounds while it is still down
