@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -231,5 +232,48 @@ def test_readings_stored_while_forwarding_was_off_are_kept_for_backfill(tmp_path
         with store.transaction() as conn:
             assert outbox.fill_gap(conn, gap, 100) == (5, True)
         assert outbox.state(store.conn).backlog == 6 and outbox.gaps(store.conn) == []
+    finally:
+        store.close()
+
+
+def test_full_error_repeats_on_its_interval_and_failing_is_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hub.store import influx as influx_module
+
+    monkeypatch.setattr(influx_module, "FULL_REPEAT", 0.5)  # a minute in production
+    dead = settings(f"http://127.0.0.1:{free_port()}", max_outbox=outbox.BYTES_PER_ROW * 10)
+    store = open_store(tmp_path / "hub.db", dead)
+    started = time.monotonic()
+    try:
+        commit(store, readings(20))
+        with caplog.at_level(logging.INFO, logger="hub.store.influx"):
+            forwarder = forward_until(store, dead, lambda f: time.monotonic() - started > 1.8)
+    finally:
+        store.close()
+    assert forwarder.stats.retries >= 5
+    full = [r for r in caplog.records if "outbox full" in r.message]
+    failing = [r for r in caplog.records if "delivery is failing" in r.message]
+    assert 2 <= len(full) <= 5 and all(r.levelno == logging.ERROR for r in full)
+    assert len(failing) == 1
+
+
+def test_a_store_with_the_old_trigger_gets_the_one_that_records_ranges(tmp_path: Path) -> None:
+    store = Store(tmp_path / "hub.db")
+    store.conn.executescript(
+        "DROP TRIGGER outbox_append_v2;"
+        "CREATE TRIGGER outbox_append AFTER INSERT ON samples BEGIN SELECT 1; END;"
+    )
+    store.close()
+    store = Store(tmp_path / "hub.db")  # what an upgraded hub does at start
+    try:
+        names = {
+            r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")
+        }
+        assert "outbox_append" not in names and "outbox_append_v2" in names
+        with store.transaction() as conn:
+            outbox.configure(conn, True, 2)
+        commit(store, readings(5))
+        assert outbox.state(store.conn).gap_points == 3
     finally:
         store.close()
