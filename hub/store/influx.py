@@ -11,11 +11,19 @@ Schema (one measurement per metric family, the metric is the field):
 - one float field named by the metric; timestamps in ms or ns as configured.
 
 Delivery: a batch leaves the outbox only after the server acknowledged it (2xx). Transient
-failures (refused connections, timeouts, 5xx, 429/503 with Retry-After) retry the SAME batch
-with exponential backoff and full jitter, so order per series is kept. Permanent refusals
-(400/422 parse errors, 413 too large, 404 bucket) split the batch in halves to isolate the bad
-points, which become dead letters with the server's reason; the rest proceeds. 401/403 pause
-forwarding with a clear status instead of filling the dead-letter table.
+failures (timeouts, 5xx, 429/503 with Retry-After) retry the SAME batch with exponential
+backoff and full jitter, so order per series is kept. When the server cannot be reached at all
+(refused, reset, unresolvable), a cheap probe of its /health (or /ping) runs every
+`probe_interval` during the backoff and the batch goes out as soon as the server answers.
+Permanent refusals (400/422 parse errors, 413 too large, 404 bucket) split the batch in halves
+to isolate the bad points, which become ONE dead letter per batch and reason (count, first
+point, the server's message); the rest proceeds. 401/403 pause forwarding with a clear status
+instead of filling the dead-letter table.
+
+Truth while it waits: a monitor task refreshes the outbox figures twice a second, whatever the
+send loop does; status() carries a `health` entry (ok / degraded with a reason) that the hub
+aggregates into /api/health. The log says each thing once: delivery failing, delivery back,
+outbox full (and once a minute while it stays full), outbox has room again.
 
 The line protocol is built as plain strings and handed to the client as one body: the client's
 Point objects cost ~5x more per reading (see bench/influx.py).
@@ -285,7 +293,7 @@ _OBJECT_REPR = re.compile(r"<[^<>]* object at 0x[0-9a-fA-F]+>:?\s*")
 
 
 def _describe(exc: BaseException) -> str:
-    """A readable reason for a failed request: 'connection refused', 'no answer within 10 s'.
+    """A readable reason for a failed request: 'connection refused', 'no answer in time'.
 
     urllib3 wraps the socket error a few levels down (MaxRetryError -> NewConnectionError ->
     ConnectionRefusedError) and its text starts with an object repr; say what happened instead.
@@ -681,7 +689,6 @@ class Forwarder:
                 return True
             if self._stopping.is_set():
                 return False
-            self._failing(result)
             if result.kind == "auth":
                 self._set_state(
                     "paused_auth",
@@ -690,8 +697,10 @@ class Forwarder:
                     f"write permission on bucket {self.settings.bucket!r}. Next try in "
                     f"{self.settings.auth_retry:.0f} s.",
                 )
+                self._failing(result)
                 await self._sleep(self.settings.auth_retry)
             else:
+                self._failing(result)
                 delay = self.backoff(attempt, result.retry_after)
                 self.stats.retries += 1
                 reason = result.message or f"HTTP {result.status}"
@@ -732,6 +741,9 @@ class Forwarder:
             return
         self.stats.failing_since = time.time()
         self._retries_at_failure = self.stats.retries
+        if result.kind == "auth":
+            log.error("%s", self.detail)  # says what to fix
+            return
         backlog = self.outbox_state.backlog if self.outbox_state else 0
         log.warning(
             "InfluxDB delivery is failing: %s. Readings stay queued (%d now) and are sent when "
