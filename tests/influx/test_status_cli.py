@@ -277,3 +277,31 @@ def test_a_store_with_the_old_trigger_gets_the_one_that_records_ranges(tmp_path:
         assert outbox.state(store.conn).gap_points == 3
     finally:
         store.close()
+
+
+def test_refused_ranges_never_cover_a_reading_that_was_queued(tmp_path: Path) -> None:
+    """Full, room again, full again: two ranges per series, and between them the readings that
+    were queued; filling the ranges queues exactly the refused ones."""
+    store = Store(tmp_path / "hub.db")
+    start = 1_763_800_000_000
+    try:
+        with store.transaction() as conn:
+            outbox.configure(conn, True, 10)
+        commit(store, [Reading("airq-1", "co2", float(i), start + i) for i in range(15)])
+        with store.transaction() as conn:  # the server took the first five
+            first = outbox.read_batch(conn, 0, 5)
+            outbox.delivered(conn, first[0].id, first[-1].id)
+        commit(store, [Reading("airq-1", "co2", float(i), start + i) for i in range(15, 25)])
+        gaps = outbox.gaps(store.conn)
+        assert [(g.first_ts - start, g.last_ts - start, g.points) for g in gaps] == [
+            (10, 14, 5),
+            (20, 24, 5),
+        ]
+        for gap in gaps:
+            with store.transaction() as conn:
+                outbox.fill_gap(conn, gap, 100)
+        queued = [r.ts - start for r in outbox.read_batch(store.conn, 0, 100)]
+        assert sorted(queued) == list(range(5, 25))  # 0-4 delivered; nothing twice
+        assert outbox.state(store.conn).gap_points == 0
+    finally:
+        store.close()
