@@ -81,6 +81,7 @@ class Hub:
             config.store_path,
             store_config.synchronous,
             check_seconds=store_config.check_timeout,
+            busy_timeout=store_config.busy_timeout,
             dead_letters=DeadLetterLimits(
                 int(store_config.dead_letters.max_payload),
                 int(store_config.dead_letters.max_bytes),
@@ -363,6 +364,7 @@ class Hub:
                 for _ in range(256):  # at most 1,024 series a round; the rest waits for the next
                     if not await writer.call(store.rollup, raw_cutoff, 4):
                         break
+                await writer.call(store.checkpoint)
                 if time.monotonic() - last_retention >= self.config.store.maintenance_interval:
                     last_retention = time.monotonic()
                     deleted = await writer.call(

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "influx": "hub.cli.influx:influx",
     "alerts": "hub.cli.alerts:alerts",
     "web": "hub.cli.web:web",
+    "store": "hub.cli.store:store_group",
 }
 
 

@@ -57,6 +57,12 @@ class StoreConfig(ConfigModel):
         ge=0,
         description="Low-disk guard: below this much free space where the store lives, commits pause (nothing is acknowledged, health says why) until space is freed; 0 turns the guard off.",
     )
+    busy_timeout: Duration = Field(
+        10.0,
+        ge=0.1,
+        le=600,
+        description="How long one commit waits for another process's lock on the store (a backup, the sqlite3 shell) before it is retried; the hub keeps retrying and says so in health.",
+    )
     check_timeout: Duration = Field(
         10.0,
         ge=0,

@@ -267,7 +267,9 @@ def tags_key(tags: Mapping[str, str]) -> str:
     return orjson.dumps(dict(sorted(tags.items()))).decode()
 
 
-def connect(path: Path, synchronous: str = "full", readonly: bool = False) -> sqlite3.Connection:
+def connect(
+    path: Path, synchronous: str = "full", readonly: bool = False, busy_timeout: float = 10.0
+) -> sqlite3.Connection:
     if readonly:
         conn = sqlite3.connect(
             f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=10
@@ -277,7 +279,10 @@ def connect(path: Path, synchronous: str = "full", readonly: bool = False) -> sq
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-    conn.execute("PRAGMA busy_timeout=10000")
+        # After a checkpoint the WAL is cut back to 4 MiB: a burst (a backlog, a dead-letter
+        # flood) must not leave a WAL the size of the burst on disk for good.
+        conn.execute("PRAGMA journal_size_limit=4194304")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA cache_size=-8000")  # 8 MB: the hot pages are the newest
     return conn
@@ -314,7 +319,7 @@ RECOVERY_HINT = (
 
 
 def open_checked(
-    path: Path, synchronous: str = "full", check_seconds: float = 10.0
+    path: Path, synchronous: str = "full", check_seconds: float = 10.0, busy_timeout: float = 10.0
 ) -> sqlite3.Connection:
     """Open the writer connection and refuse a damaged or foreign file with a clear StoreError.
 
@@ -323,7 +328,7 @@ def open_checked(
     """
     existed = path.exists() and path.stat().st_size > 0
     try:
-        conn = connect(path, synchronous)
+        conn = connect(path, synchronous, busy_timeout=busy_timeout)
     except sqlite3.DatabaseError as exc:
         raise StoreError(
             f"{path} is not a readable SQLite database ({exc}). {RECOVERY_HINT}"
@@ -375,7 +380,8 @@ def quick_check(
         raise
     finally:
         conn.set_progress_handler(None, 0)
-    found = [str(r[0]) for r in rows]
+    found = [line for r in rows for line in str(r[0]).splitlines() if line.strip()]
+    found = [line for line in found if not line.startswith("***")]
     return [] if found == ["ok"] else found
 
 
@@ -384,10 +390,10 @@ class Store:
 
     def __init__(
         self, path: Path, synchronous: str = "full", *, check_seconds: float = 10.0,
-        dead_letters: DeadLetterLimits | None = None,
+        dead_letters: DeadLetterLimits | None = None, busy_timeout: float = 10.0,
     ) -> None:  # fmt: skip
         self.path = Path(path)
-        self.conn = open_checked(self.path, synchronous, check_seconds)
+        self.conn = open_checked(self.path, synchronous, check_seconds, busy_timeout)
         self._lock = threading.RLock()
         self.dead_letter_limits = dead_letters or DeadLetterLimits()
         try:
@@ -593,10 +599,10 @@ class Store:
     def _write_dead_letters(self, conn: sqlite3.Connection, letters: Sequence[DeadLetter]) -> int:
         """Keep dead letters within their bounds: payloads cut to `max_payload` (length and
         SHA-256 kept), a retained message already kept is not kept again, and the oldest go
-        when the payloads together pass `max_bytes`. Returns how many were kept."""
+        when the payloads together would pass `max_bytes`: room is made before the insert, so
+        the file never holds more than the bound. Returns how many were kept."""
         limits = self.dead_letter_limits
         rows = []
-        added = 0
         for d in letters:
             payload = d.payload
             digest = hashlib.sha256(payload).hexdigest() if payload is not None else None
@@ -613,19 +619,31 @@ class Store:
             size = len(payload) if payload is not None else None
             if payload is not None and len(payload) > limits.max_payload:
                 payload = payload[: limits.max_payload]
-            added += len(payload) if payload is not None else 0
             rows.append(
                 (d.received_ms, d.source, d.topic, d.reason, d.detail, payload, size, digest)
             )
+        # Of a batch larger than the bound itself, only the newest that fit are kept.
+        incoming = 0
+        keep_from = len(rows)
+        while keep_from > 0:
+            payload = rows[keep_from - 1][5]
+            size = len(payload) if payload is not None else 0
+            if incoming + size > limits.max_bytes:
+                break
+            incoming += size
+            keep_from -= 1
+        if keep_from:
+            self.dead_letters_dropped += keep_from
+            rows = rows[keep_from:]
+        if self.dead_letter_bytes + incoming > limits.max_bytes:
+            self._trim_dead_letters(conn, limits.max_bytes - incoming)
         if rows:
             conn.executemany(
                 "INSERT INTO dead_letters (received_ts, source, topic, reason, detail, payload, "
                 "payload_bytes, payload_sha256) VALUES (?,?,?,?,?,?,?,?)",
                 rows,
             )
-        self.dead_letter_bytes += added
-        if self.dead_letter_bytes > limits.max_bytes:
-            self._trim_dead_letters(conn, limits.max_bytes)
+        self.dead_letter_bytes += incoming
         return len(rows)
 
     def _trim_dead_letters(self, conn: sqlite3.Connection, max_bytes: int) -> int:
@@ -653,6 +671,25 @@ class Store:
                 max_bytes, dropped,
             )  # fmt: skip
         return dropped
+
+    def checkpoint(self, wal_limit: int = 4 * 1024 * 1024) -> bool:
+        """Store thread, in the maintenance round: cut back a WAL a burst left large.
+
+        Tried with a short busy timeout: a reader in the middle of a query makes it wait for
+        the next round instead of holding up the commits behind it."""
+        wal = Path(str(self.path) + "-wal")
+        try:
+            if wal.stat().st_size <= wal_limit:
+                return False
+        except OSError:
+            return False
+        timeout = self.conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        self.conn.execute("PRAGMA busy_timeout=200")
+        try:
+            busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout={int(timeout)}")
+        return not busy
 
     def expire_dead_letters(self, now_ms: int) -> int:
         """Retention of dead letters by age (store thread, in the maintenance round)."""
