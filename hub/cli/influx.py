@@ -139,11 +139,11 @@ def status(config_path: Path | None, data_dir: Path | None, as_json: bool) -> No
             sys.exit(1)
         return
     if not stored and age is None:
-        console.print(
+        # click.echo, not rich: a path must not be broken across lines.
+        click.echo(
             f"No hub data in {data_dir} (config: {origin}).\n"
             "Tell me where the hub keeps it: -c /path/to/hub.yaml, HUB_CONFIG=/path/to/hub.yaml, "
-            "or --data-dir /path/to/data_dir (the folder with hub.db and status.json).",
-            highlight=False,
+            "or --data-dir /path/to/data_dir (the folder with hub.db and status.json)."
         )
         sys.exit(1)
     # Paths on lines of their own: a table column would cut them at 80 columns.
