@@ -169,7 +169,7 @@ class Hub:
         broker = self.config.broker
         publisher = SimulatorPublisher(
             host, port, client_id=f"{self.connection.client_id if self.connection else 'hub'}-sim",
-            username=broker.username, password=broker.password.get_secret_value() if broker.password else None,
+            broker=broker,
         )  # fmt: skip
 
         def run() -> None:

@@ -19,7 +19,7 @@ from hub.alerts.engine import AlertEngine, Transition
 from hub.alerts.packs import effective_rules
 from hub.alerts.store import AlertStore
 from hub.ingest import Committed
-from hub.store.sqlite import connect
+from hub.store.reader import ReadStore
 
 if TYPE_CHECKING:
     from hub.ha.discovery import DeviceMeta, DiscoveryPublisher
@@ -34,27 +34,18 @@ def read_known(path: Any) -> tuple[list[tuple[str, str, int]], list[DeviceMeta]]
     from hub.ha.discovery import DeviceMeta
 
     try:
-        conn = connect(path, readonly=True)
+        store = ReadStore(path)
     except Exception as exc:  # no store yet on a first start
         log.debug("No store to read known series from: %s", exc)
         return [], []
     try:
-        series = [
-            (d, m, int(ts or 0))
-            for d, m, ts in conn.execute("SELECT device, metric, max(last_ts) FROM series GROUP BY device, metric")
-        ]  # fmt: skip
-        devices = [
-            DeviceMeta(name, manufacturer, model, sw, tuple(i for i in (ids or "").split(",") if i), kind)
-            for name, manufacturer, model, sw, ids, kind in conn.execute(
-                "SELECT name, manufacturer, model, sw_version, identifiers, kind FROM devices"
-            )
-        ]  # fmt: skip
-        return series, devices
+        devices = [DeviceMeta(*row) for row in store.device_identities()]
+        return store.known_series(), devices
     except Exception as exc:
         log.warning("Cannot read known series and devices: %s", exc)
         return [], []
     finally:
-        conn.close()
+        store.close()
 
 
 class AlertsComponent:

@@ -1033,6 +1033,53 @@ class Store:
         )
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
+    def device_rows(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Devices with availability and the metrics they reported (one pass over two tables)."""
+        metrics: dict[str, list[str]] = {}
+        for device, metric in self.conn.execute(
+            "SELECT DISTINCT device, metric FROM series ORDER BY device, metric"
+        ):
+            metrics.setdefault(device, []).append(metric)
+        sql = (
+            "SELECT name, source, kind, manufacturer, model, sw_version, first_seen, last_seen, "
+            "online, availability_ts FROM devices"
+        )
+        args: tuple[object, ...] = ()
+        if name is not None:
+            sql += " WHERE name = ?"
+            args = (name,)
+        keys = (
+            "name", "source", "kind", "manufacturer", "model", "sw_version", "first_seen",
+            "last_seen", "online", "availability_ts",
+        )  # fmt: skip
+        out = []
+        for row in self.conn.execute(sql + " ORDER BY name", args):
+            item = dict(zip(keys, row, strict=True))
+            item["online"] = None if item["online"] is None else bool(item["online"])
+            item["metrics"] = metrics.get(str(item["name"]), [])
+            out.append(item)
+        return out
+
+    def known_series(self) -> list[tuple[str, str, int]]:
+        """(device, metric, newest timestamp) of every series."""
+        return [
+            (d, m, int(ts or 0))
+            for d, m, ts in self.conn.execute(
+                "SELECT device, metric, max(last_ts) FROM series GROUP BY device, metric"
+            )
+        ]
+
+    def device_identities(
+        self,
+    ) -> list[tuple[str, str | None, str | None, str | None, tuple[str, ...], str | None]]:
+        """(name, manufacturer, model, sw_version, identifiers, kind) of every device."""
+        return [
+            (name, manufacturer, model, sw, tuple(i for i in (ids or "").split(",") if i), kind)
+            for name, manufacturer, model, sw, ids, kind in self.conn.execute(
+                "SELECT name, manufacturer, model, sw_version, identifiers, kind FROM devices"
+            )
+        ]
+
     def events(self, device: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         sql, args = "SELECT device, name, text, ts, source FROM events", list[Any]()
         if device:

@@ -21,6 +21,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.core.test_ingest_integration import availability
 from tests.support.hubproc import HubProcess, Publisher, wait_for
 from tests.support.mosquitto import Mosquitto
 
@@ -135,6 +136,14 @@ def test_a_lock_held_past_the_busy_timeout_is_reported_then_caught_up(
             what="health degraded by the lock",
         )
         assert any("locked" in r for r in body["reasons"]), body
+        retained = wait_for(
+            lambda: (lambda p: p if p and b"degraded" in p else None)(
+                availability(mosquitto, "hub/health")
+            ),
+            5,
+            what="hub/health degraded",
+        )
+        assert b"locked" in retained
         time.sleep(max(0.0, 3.0 - 0.1))  # 3x the busy timeout in all
     finally:
         holder.execute("ROLLBACK")
@@ -144,6 +153,7 @@ def test_a_lock_held_past_the_busy_timeout_is_reported_then_caught_up(
     wait_for(lambda: hub.sample_count() >= total * VALUES, 60, what="caught up")
     assert sorted(stored(hub)) == [float(v) for v in range(total * VALUES)]
     wait_for(lambda: health(hub)[0] == 200, 15, what="health ok again")
+    assert orjson.loads(availability(mosquitto, "hub/health") or b"{}")["status"] == "ok"
     log = hub.log()
     assert "store locked" in log and "Store commits work again" in log
     publisher.close()
