@@ -76,6 +76,7 @@ class IngestConfig(ConfigModel):
     )
     batch_wait: Duration = Field(
         0.03,
+        ge=0,
         le=1.0,
         title="Group commit wait",
         description=(
