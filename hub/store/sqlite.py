@@ -56,8 +56,9 @@ CREATE INDEX IF NOT EXISTS series_metric ON series (metric, device);
 CREATE TABLE IF NOT EXISTS samples (
     series_id INTEGER NOT NULL,
     ts INTEGER NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0,
     value REAL NOT NULL,
-    PRIMARY KEY (series_id, ts)
+    PRIMARY KEY (series_id, ts, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollup_1m (
     series_id INTEGER NOT NULL, bucket INTEGER NOT NULL,
@@ -73,8 +74,8 @@ CREATE TABLE IF NOT EXISTS rollup_dirty (series_id INTEGER PRIMARY KEY, from_ts 
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     device TEXT NOT NULL, name TEXT NOT NULL, text TEXT NOT NULL,
-    ts INTEGER NOT NULL, source TEXT,
-    UNIQUE (device, name, ts)
+    ts INTEGER NOT NULL, source TEXT, seq INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (device, name, ts, seq)
 );
 CREATE TABLE IF NOT EXISTS devices (
     name TEXT PRIMARY KEY,
@@ -102,7 +103,8 @@ CREATE TABLE IF NOT EXISTS esphome_entities (
 CREATE TABLE IF NOT EXISTS mqtt_receipts (
     mid INTEGER PRIMARY KEY,
     digest INTEGER NOT NULL,
-    received_ts INTEGER NOT NULL
+    received_ts INTEGER NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -141,7 +143,7 @@ class Batch:
     entities: list[tuple[str, str, str | None]] = field(
         default_factory=list
     )  # state, config, json|None
-    receipts: list[tuple[int, int, int]] = field(default_factory=list)  # mid, digest, received
+    receipts: list[tuple[int, int, int, int]] = field(default_factory=list)  # mid, digest, ts, seq
     # Records a deriver persists atomically with the readings (closed RC sessions, ...).
     writes: list[Callable[[sqlite3.Connection], None]] = field(default_factory=list)
 
@@ -185,7 +187,7 @@ class SeriesPoints:
     points: list[Point]
 
 
-ROWS_PER_STATEMENT = 300  # 900 parameters: under SQLite's 999 limit of old builds
+PARAMETERS_PER_STATEMENT = 900  # under SQLite's 999 limit of old builds
 
 
 def insert_rows(
@@ -198,13 +200,14 @@ def insert_rows(
     10,000 rows took a second. A few hundred rows per statement keeps it to a few hand-offs.
     """
     total = 0
+    per_statement = PARAMETERS_PER_STATEMENT // width
     one = "(" + ",".join("?" * width) + ")"
-    full_sql = f"{head} VALUES {','.join([one] * ROWS_PER_STATEMENT)}"
-    for start in range(0, len(rows), ROWS_PER_STATEMENT):
-        chunk = rows[start : start + ROWS_PER_STATEMENT]
+    full_sql = f"{head} VALUES {','.join([one] * per_statement)}"
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
         sql = (
             full_sql
-            if len(chunk) == ROWS_PER_STATEMENT
+            if len(chunk) == per_statement
             else f"{head} VALUES {','.join([one] * len(chunk))}"
         )
         params = [value for row in chunk for value in row]
@@ -258,6 +261,7 @@ class Store:
 
     def _migrate(self) -> None:
         with self._lock:
+            self._add_seq()
             self.conn.executescript(_SCHEMA)
             self.conn.executescript(sessions.SCHEMA)
             # The InfluxDB outbox: filled by a trigger on samples, in the same transaction.
@@ -271,6 +275,51 @@ class Store:
                 raise RuntimeError(
                     f"{self.path} was written by a newer hub (schema {row[0]} > {SCHEMA_VERSION})"
                 )
+
+    def _add_seq(self) -> None:
+        """Stores written before samples and events had `seq` (the order within a
+        millisecond): rebuild those tables with the wider key, once, and give receipts the
+        column."""
+        conn = self.conn
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(samples)")}
+        if columns and "seq" not in columns:
+            log.info("Adding the within-millisecond sequence to %s (once)", self.path)
+            conn.executescript(
+                """
+                BEGIN IMMEDIATE;
+                CREATE TABLE samples_seq (
+                    series_id INTEGER NOT NULL, ts INTEGER NOT NULL,
+                    seq INTEGER NOT NULL DEFAULT 0, value REAL NOT NULL,
+                    PRIMARY KEY (series_id, ts, seq)
+                ) WITHOUT ROWID;
+                INSERT INTO samples_seq (series_id, ts, seq, value)
+                    SELECT series_id, ts, 0, value FROM samples;
+                DROP TABLE samples;
+                ALTER TABLE samples_seq RENAME TO samples;
+                COMMIT;
+                """
+            )  # the outbox trigger went with the old table: outbox.SCHEMA creates it again
+        events = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        if events and "seq" not in events:
+            conn.executescript(
+                """
+                BEGIN IMMEDIATE;
+                CREATE TABLE events_seq (
+                    id INTEGER PRIMARY KEY,
+                    device TEXT NOT NULL, name TEXT NOT NULL, text TEXT NOT NULL,
+                    ts INTEGER NOT NULL, source TEXT, seq INTEGER NOT NULL DEFAULT 0,
+                    UNIQUE (device, name, ts, seq)
+                );
+                INSERT INTO events_seq (id, device, name, text, ts, source, seq)
+                    SELECT id, device, name, text, ts, source, 0 FROM events;
+                DROP TABLE events;
+                ALTER TABLE events_seq RENAME TO events;
+                COMMIT;
+                """
+            )
+        receipts = {row[1] for row in conn.execute("PRAGMA table_info(mqtt_receipts)")}
+        if receipts and "seq" not in receipts:
+            conn.execute("ALTER TABLE mqtt_receipts ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -325,7 +374,7 @@ class Store:
             if series_id is None:
                 series_id = self._series_id(conn, r)
             ts = r.timestamp_ms
-            rows.append((series_id, ts, r.value))
+            rows.append((series_id, ts, r.seq, r.value))
             if ts < dirty.get(series_id, ts + 1):
                 dirty[series_id] = ts
             previous = last.get(series_id)
@@ -334,7 +383,9 @@ class Store:
             if ts > touched_devices.get(r.device, 0):
                 touched_devices[r.device] = ts
         # rowcount, not total_changes: the outbox trigger's own inserts must not count.
-        stored = insert_rows(conn, "INSERT OR IGNORE INTO samples (series_id, ts, value)", rows, 3)
+        stored = insert_rows(
+            conn, "INSERT OR IGNORE INTO samples (series_id, ts, seq, value)", rows, 4
+        )
         if dirty:
             conn.executemany(
                 "INSERT INTO rollup_dirty (series_id, from_ts) VALUES (?,?) "
@@ -349,8 +400,8 @@ class Store:
         if batch.events:
             before = conn.total_changes
             conn.executemany(
-                "INSERT OR IGNORE INTO events (device, name, text, ts, source) VALUES (?,?,?,?,?)",
-                [(e.device, e.name, e.text, e.timestamp_ms, e.source) for e in batch.events],
+                "INSERT OR IGNORE INTO events (device, name, text, ts, source, seq) VALUES (?,?,?,?,?,?)",
+                [(e.device, e.name, e.text, e.timestamp_ms, e.source, e.seq) for e in batch.events],
             )
             events = conn.total_changes - before
             for e in batch.events:
@@ -388,7 +439,12 @@ class Store:
                     (state_topic, config_topic, entity_json),
                 )
         if batch.receipts:
-            insert_rows(conn, "INSERT OR REPLACE INTO mqtt_receipts", batch.receipts, 3)
+            insert_rows(
+                conn,
+                "INSERT OR REPLACE INTO mqtt_receipts (mid, digest, received_ts, seq)",
+                batch.receipts,
+                4,
+            )
         for write in batch.writes:
             write(conn)
         if batch.dead_letters:
@@ -401,12 +457,81 @@ class Store:
             )
         return CommitResult(stored, len(rows) - stored, events, len(batch.dead_letters))
 
-    def receipt(self, mid: int, digest: int) -> int | None:
-        """The first receive time of a redelivered message, when we committed it before."""
+    def receipt(self, mid: int, digest: int) -> tuple[int, int] | None:
+        """The key (receive time, seq) a redelivered message got when we committed it before."""
         row = self.conn.execute(
-            "SELECT received_ts FROM mqtt_receipts WHERE mid=? AND digest=?", (mid, digest)
+            "SELECT received_ts, seq FROM mqtt_receipts WHERE mid=? AND digest=?", (mid, digest)
         ).fetchone()
-        return int(row[0]) if row else None
+        return (int(row[0]), int(row[1])) if row else None
+
+    def fresh(
+        self, readings: Sequence[Reading], claimed: set[tuple[object, int, int]] | None = None
+    ) -> list[Reading]:
+        """The readings a commit would insert: those whose sample key is not stored yet, and
+        of equal keys the first (as INSERT OR IGNORE keeps it). `claimed` holds the keys
+        already taken in this batch and is extended.
+
+        Asked before the commit, so derivations and listeners see only new readings, and
+        only once even when the commit is retried. Exact because the store thread is the only
+        writer. One range read per series: for a live stream it finds nothing, in an index
+        seek past the series' end.
+        """
+        taken: set[tuple[object, int, int]] = set() if claimed is None else claimed
+        series_cache = self._series
+        keys: list[tuple[str, str, str]] = []
+        spans: dict[int, list[int]] = {}
+        key_of: dict[int, tuple[str, str, str]] = {}
+        for r in readings:
+            key = (r.device, r.metric, self._tags_key(r.tags) if r.tags else "")
+            keys.append(key)
+            series_id = series_cache.get(key)
+            if series_id is not None:
+                span = spans.get(series_id)
+                ts = r.timestamp_ms
+                if span is None:
+                    spans[series_id] = [ts, ts]
+                    key_of[series_id] = key
+                elif ts < span[0]:
+                    span[0] = ts
+                elif ts > span[1]:
+                    span[1] = ts
+        stored: set[tuple[object, int, int]] = set()
+        for series_id, (low, high) in spans.items():
+            found = self.conn.execute(
+                "SELECT ts, seq FROM samples WHERE series_id=? AND ts BETWEEN ? AND ?",
+                (series_id, low, high),
+            ).fetchall()
+            if found:
+                series_key = key_of[series_id]
+                stored.update((series_key, ts, seq) for ts, seq in found)
+        out = []
+        for r, key in zip(readings, keys, strict=True):
+            sample_key = (key, r.timestamp_ms, r.seq)
+            if sample_key in stored or sample_key in taken:
+                continue
+            taken.add(sample_key)
+            out.append(r)
+        return out
+
+    def last_value(self, reading: Reading) -> float | None:
+        """The value of the newest stored sample of `reading`'s series (None: no sample)."""
+        key = (reading.device, reading.metric, tags_key(reading.tags))
+        series_id = self._series.get(key)
+        if series_id is None:
+            return None
+        row = self.conn.execute(
+            "SELECT value FROM samples WHERE series_id=? ORDER BY ts DESC, seq DESC LIMIT 1",
+            (series_id,),
+        ).fetchone()
+        return float(row[0]) if row else None
+
+    def last_event_text(self, device: str, name: str) -> str | None:
+        """The text of the newest stored event `name` of `device` (None: none stored)."""
+        row = self.conn.execute(
+            "SELECT text FROM events WHERE device=? AND name=? ORDER BY ts DESC, seq DESC LIMIT 1",
+            (device, name),
+        ).fetchone()
+        return str(row[0]) if row else None
 
     def load_entities(self) -> list[tuple[str, str, str]]:
         return list(
