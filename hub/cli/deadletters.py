@@ -30,7 +30,7 @@ from hub.store import outbox
 from hub.store.sqlite import Batch, Store
 
 console = Console()
-SOURCES = click.Choice(["mqtt", "influx"])
+SOURCES = click.Choice(["mqtt", "influx", "derive"])
 _COLUMNS = "id, received_ts, source, topic, reason, detail, length(payload), replayed_ts"
 _KEYS = ("id", "received_ts", "source", "topic", "reason", "detail", "payload_bytes", "replayed_ts")
 

@@ -95,6 +95,12 @@ def status(config_path: Path | None, as_json: bool) -> None:
     )
     rejected = ingest.get("rejected") or {}
     table.add_row("Rejected", ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items())) or "none")
+    failures = ingest.get("derive_failures") or {}
+    if failures:  # derived readings are missing for these batches (dead letters, source derive)
+        table.add_row(
+            "Derivations",
+            "failed: " + ", ".join(f"{k} {v} times" for k, v in sorted(failures.items())),
+        )
     size_mb = store_info.get("size_bytes", 0) / 1e6
     table.add_row(
         "Store",
