@@ -96,6 +96,16 @@ def no_delay(client: paho.Client, userdata: object, sock: object) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
 
 
+def retained_is_state(topic_filter: str) -> bool:
+    """Whether a retained message on this filter is a state that already happened (an ESPHome
+    sensor state) rather than configuration or availability that holds now (discovery configs,
+    `<node>/status`, bridge availability): see "Retained messages" in docs/mqtt.md."""
+    return not (
+        topic_filter.startswith("homeassistant/")
+        or topic_filter.endswith(("/status", "/availability"))
+    )
+
+
 def default_client_id() -> str:
     return f"hub-{socket.gethostname()}"[:64]
 
@@ -327,11 +337,27 @@ class MqttConnection:
         for topic in self.subscriptions:
             # Retained messages (ESPHome discovery, availability) belong to everyone; only the
             # live stream is split between a shared group's members.
-            shared = group and not topic.startswith(("homeassistant/", "+/status"))
+            shared = group and retained_is_state(topic)
             names.append(f"$share/{group}/{topic}" if shared else topic)
         topics: list[tuple[str, SubscribeOptions]] | list[tuple[str, int]]
         if self._protocol == MQTTProtocolVersion.MQTTv5:
-            topics = [(name, SubscribeOptions(qos=1)) for name in names]
+            # A retained state is the last known value, not a new reading: MQTT 5 lets the
+            # broker send it only when the subscription is new (a first start or an expired
+            # session), not at every resubscribe of a resumed session. Discovery and
+            # availability are sent at every subscribe: they describe the present. (3.1.1 has
+            # no such option; there the retain flag on delivery tells, see IngestCore.process.)
+            topics = [
+                (
+                    name,
+                    SubscribeOptions(
+                        qos=1,
+                        retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
+                        if retained_is_state(topic)
+                        else SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE,
+                    ),
+                )
+                for topic, name in zip(self.subscriptions, names, strict=True)
+            ]
         else:
             topics = [(name, 1) for name in names]
         result, _ = self._client.subscribe(topics)
