@@ -1,10 +1,12 @@
 """Simulated devices: ESPHome-style air-quality nodes and an RC buggy on a drive session.
 
 The models are pure (a seeded random generator and the time are arguments) and produce MQTT
-messages exactly as the real devices' paths do: air nodes publish ESPHome's own topics and
-retained discovery configs; the buggy publishes hub JSON as the serial logger would. The
-`SimulatorPublisher` sends them to a broker with QoS 1 and bounded in-flight messages. Used
-by the demo (`hub run` with simulate.enabled), by the tests and by the benchmarks.
+messages exactly as the real devices' paths do: air nodes publish ESPHome's own topics,
+retained discovery configs and, as ESPHome's `mqtt:` component does by default (`retain:
+true`), retained states (`esphome_retain=False` publishes them unretained); the buggy
+publishes hub JSON as the serial logger would. The `SimulatorPublisher` sends them to a
+broker with QoS 1 and bounded in-flight messages. Used by the demo (`hub run` with
+simulate.enabled), by the tests and by the benchmarks.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class AirNode:
     humidity: float = 45.0
     voc: float = 100.0
     cooking_until: float = 0.0
+    retain_states: bool = True  # ESPHome's default: the broker keeps each sensor's last state
 
     def discovery(self) -> list[OutMessage]:
         out: list[OutMessage] = []
@@ -120,7 +123,7 @@ class AirNode:
         out = []
         for object_id, _, _, _, decimals in AIR_SENSORS:
             text = f"{values[object_id]:.{decimals}f}"
-            out.append((f"{self.name}/sensor/{object_id}/state", text.encode(), False))
+            out.append((f"{self.name}/sensor/{object_id}/state", text.encode(), self.retain_states))
         return out
 
 
@@ -209,11 +212,17 @@ class Simulation:
     """All simulated devices together; `messages(now, dt)` yields what they publish."""
 
     def __init__(
-        self, airq_nodes: int, buggies: int, seed: int | None = None, prefix: str = "hub"
+        self,
+        airq_nodes: int,
+        buggies: int,
+        seed: int | None = None,
+        prefix: str = "hub",
+        esphome_retain: bool = True,
     ) -> None:
         rng = random.Random(seed)
         self.nodes = [
-            AirNode(f"airq-{i + 1}", random.Random(rng.random())) for i in range(airq_nodes)
+            AirNode(f"airq-{i + 1}", random.Random(rng.random()), retain_states=esphome_retain)
+            for i in range(airq_nodes)
         ]
         self.buggies = [
             Buggy(f"buggy-{i + 1}" if buggies > 1 else "buggy", random.Random(rng.random()))

@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from hub.derive.air import AirDerivers
 from hub.derive.air_settings import AirSettings
 from hub.model import Reading
+from hub.sources.simulate import Simulation
 from hub.store.sqlite import Batch, Store
 from tests.support.hubproc import HubProcess, Publisher, wait_for
 from tests.support.mosquitto import Mosquitto
@@ -300,6 +301,37 @@ def test_a_mixed_hub_json_message_across_a_sigkill_is_stored_once(
                 f"{total - len(set(values))} lost, {len(values) - len(set(values))} duplicated"
             )
             assert sorted(values) == [float(i) for i in range(total)], metric
+    finally:
+        pub.close()
+        hub.stop()
+
+
+def test_simulated_nodes_publish_retained_states_and_restarts_add_no_samples(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The simulator (and so the demo) publishes like real ESPHome: retained states. Over
+    MQTT 3.1.1 the broker sends them again at every subscribe; they are not new readings."""
+    hub = HubProcess(tmp_path, mosquitto.url, {"broker": {"protocol": "3.1.1"}}).start()
+    sim = Simulation(2, 0, seed=3)
+    pub = Publisher(mosquitto.host, mosquitto.port)
+    try:
+        for topic, payload, retain in sim.discovery():
+            pub.publish(topic, payload, retain=retain)
+        states = 0
+        for i in range(3):
+            for topic, payload, retain in sim.air_messages(1_763_800_000.0 + i * 5, 5.0):
+                assert retain  # as ESPHome's mqtt: component does by default
+                pub.publish(topic, payload, retain=retain)
+                states += 1
+        pub.flush()
+        wait_for(lambda: hub.sample_count() >= states, 30, what="the simulated states")
+        stored = hub.sample_count()
+        for run in range(2):
+            assert hub.stop() == 0
+            hub.start()
+            marker(pub, hub, run)
+        assert hub.sample_count() - (run + 1) == stored  # only the markers are new
+        assert hub.status()["ingest"]["retained_known"] == 2 * 7  # each node's 7 sensors
     finally:
         pub.close()
         hub.stop()
