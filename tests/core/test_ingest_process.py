@@ -16,6 +16,7 @@ from hub.derive.pipeline import Derived
 from hub.ingest import IngestCore
 from hub.model import Reading
 from hub.store.sqlite import Store
+from hub.store.writer import StoreWriter
 
 NOW = 1_763_800_000_000
 
@@ -50,7 +51,8 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def core(store: Store, *derivers: Any) -> IngestCore:
-    return IngestCore(None, store, Router(HubConfig()), derivers=derivers)  # type: ignore[arg-type]
+    # process() runs in the calling thread: the writer's own thread is not used here
+    return IngestCore(None, StoreWriter(store), Router(HubConfig()), derivers=derivers)  # type: ignore[arg-type]
 
 
 def state(
@@ -83,7 +85,7 @@ def test_a_failing_deriver_is_counted_and_leaves_a_dead_letter(store: Store) -> 
     committed = ingest.process([state("600", 1)])
     assert [r.value for r in committed.readings] == [600.0]  # the reading itself is stored
     status = ingest.stats.as_dict()
-    assert status["derive_failures"] == {"Recorder": 1} and status["derive_failures_total"] == 1
+    assert status["deriver_failures_by"] == {"Recorder": 1} and status["deriver_failures"] == 1
     (letter,) = store.dead_letters()
     assert (letter["source"], letter["topic"], letter["reason"]) == (
         "derive",

@@ -170,6 +170,8 @@ def test_a_store_without_seq_is_migrated_once(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.executescript(
         """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '2');
         CREATE TABLE samples (series_id INTEGER NOT NULL, ts INTEGER NOT NULL,
             value REAL NOT NULL, PRIMARY KEY (series_id, ts)) WITHOUT ROWID;
         CREATE TABLE events (id INTEGER PRIMARY KEY, device TEXT NOT NULL, name TEXT NOT NULL,
