@@ -510,9 +510,6 @@ class IngestCore:
                 # already, and never handed on as new (no derivation, no staleness reset).
                 self._last_known(decoded, newest, last_known, batch)
                 decoded = dataclasses.replace(decoded, readings=[], events=[])
-            else:
-                for r in decoded.readings:
-                    newest[(r.device, r.metric, tuple(r.tags.items()))] = r.value
             batch.add(decoded)
         claimed: set[tuple[object, int, int]] = set()
         live = batch.readings
@@ -589,7 +586,16 @@ class IngestCore:
         fresh_states = 0
         for r in decoded.readings[len(own) :]:
             series = (r.device, r.metric, tuple(r.tags.items()))
-            known = newest[series] if series in newest else self.store.last_value(r)
+            if series in newest:
+                known: float | None = newest[series]
+            else:  # the newest of this batch's live readings, else the store's
+                known = next(
+                    (x.value for x in reversed(batch.readings)
+                     if x.device == r.device and x.metric == r.metric and x.tags == r.tags),
+                    None,
+                )  # fmt: skip
+                if known is None:
+                    known = self.store.last_value(r)
             if known == r.value:
                 self.stats.retained_known += 1
                 continue
