@@ -82,6 +82,50 @@ async def _too_large(limit: int, send: Send) -> None:
     await send({"type": "http.response.body", "body": body.body})
 
 
+class ConcurrencyLimit:
+    """At most `limit` HTTP requests in the app at once; the next ones get 503 at once.
+
+    Refusing costs nothing, while queueing would let a flood pile up memory and time (each
+    waiting request holds its connection and its buffers). WebSockets are not counted: the
+    live feed bounds its own clients (web.live_max_clients).
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.active = 0
+        self.refused = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                log.warning(
+                    "%d HTTP requests at once: refusing more with 503 (web.max_concurrent_requests;"
+                    " %d refused so far)",
+                    self.limit,
+                    self.refused,
+                )
+            body = JSONResponse(
+                {
+                    "error": f"the hub is serving {self.limit} requests already: retry in a "
+                    "second (web.max_concurrent_requests)"
+                },
+                503,
+                headers={"Retry-After": "1"},
+            )
+            await body(scope, receive, send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
 class SecurityHeaders:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -122,9 +166,11 @@ def create_app(ctx: WebContext) -> FastAPI:
         description=(
             "REST API of the home-lab telemetry hub: devices, the metric catalog, downsampled "
             "queries, latest values, alerts, RC drive sessions, dead letters, health and "
-            "Prometheus metrics. Reading is open on the LAN unless `web.read_requires_token` is "
-            "set; anything that changes state needs the API token as `Authorization: Bearer`. "
-            "Live readings: WebSocket `/api/live`."
+            "Prometheus metrics. Everything but `/api/health` needs the API token as "
+            "`Authorization: Bearer <token>`, except that `web.public_read` opens the overview "
+            "(devices, latest values, queries, alerts, sessions, metrics, live feed) for reading. "
+            "Dead letters and the configuration always need the token. Wrong tokens are limited "
+            "per client address (429 with Retry-After). Live readings: WebSocket `/api/live`."
         ),
         docs_url="/api/docs",
         redoc_url=None,
@@ -168,4 +214,6 @@ def create_app(ctx: WebContext) -> FastAPI:
         )
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, limit=ctx.settings.max_request_bytes)
+    # Outermost, so a refused request costs no other middleware either.
+    app.add_middleware(ConcurrencyLimit, limit=ctx.settings.max_concurrent_requests)
     return app

@@ -9,13 +9,14 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from hub.web import prometheus
-from hub.web.context import Ctx, Reader, Writer
+from hub.web.context import Ctx, Private, Reader
 from hub.web.models import ErrorResponse, Health
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/api/health", response_model=Health, dependencies=[Reader], summary="Is the hub well?")
+# Open to all, like any liveness probe (systemd, Docker, Uptime Kuma): it names no device.
+@router.get("/api/health", response_model=Health, summary="Is the hub well?")
 def health(ctx: Ctx) -> dict[str, Any]:
     status = ctx.status()
     broker = (status.get("broker") or {}).get("state", "unknown")
@@ -47,7 +48,7 @@ def metrics(ctx: Ctx) -> PlainTextResponse:
 
 @router.get(
     "/api/config",
-    dependencies=[Writer],
+    dependencies=[Private],
     responses={401: {"model": ErrorResponse}},
     summary="The running configuration, secrets masked (needs the token)",
 )
