@@ -27,16 +27,20 @@ class JsonFormatter(logging.Formatter):
 
 
 # A token in a URL (the live feed's ?token=, which uvicorn's access log and websockets' DEBUG
-# lines print with the path) or in an Authorization header that a library logs at DEBUG.
+# lines print with the path), in an Authorization value, or a cookie, as libraries log them.
 _SECRETS = re.compile(
     r"(?P<key>(?:[?&](?:access_)?token|[?&]password)=)[^&\s\"']+"
-    r"|(?P<scheme>\b(?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]{8,}",
+    r"|(?P<scheme>\b(?:Bearer|Basic|(?-i:Token))\s+)[A-Za-z0-9._~+/=-]{8,}"
+    # A header line as websockets logs it at DEBUG ("< cookie: session=...").
+    r"|(?P<header>\b(?:cookie|set-cookie|authorization|proxy-authorization):[ \t]*)[^\r\n]+",
     re.IGNORECASE,
 )
 
 
 def redact(text: str) -> str:
-    return _SECRETS.sub(lambda m: (m.group("key") or m.group("scheme")) + "***", text)
+    return _SECRETS.sub(
+        lambda m: (m.group("key") or m.group("scheme") or m.group("header")) + "***", text
+    )
 
 
 class RedactSecrets(logging.Filter):
