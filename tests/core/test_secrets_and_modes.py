@@ -62,7 +62,7 @@ def test_no_secret_in_a_debug_log_and_private_file_modes(tmp_path: Path) -> None
                         "token": HA_TOKEN,
                     }
                 },
-            },  # fmt: skip
+            },
         ).start()
         try:
             base = f"http://127.0.0.1:{port}"
