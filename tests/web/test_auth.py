@@ -354,3 +354,19 @@ def test_token_reset_from_the_cli_takes_effect_without_a_restart(tmp_path: Path)
         assert fresh not in (web.hub.data_dir / "web_token.json").read_text()
     finally:
         stop_web_hub(web)
+
+
+def test_the_api_docs_page_may_run_only_its_own_inline_script(tmp_path: Path) -> None:
+    import base64
+
+    client, _ = app_for(tmp_path)
+    page = client.get("/api/docs")
+    assert page.status_code == 200 and page.headers["x-frame-options"] == "DENY"
+    (inline,) = re.findall(r"<script>(.*?)</script>", page.text, re.DOTALL)
+    digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+    csp = dict(
+        part.strip().split(" ", 1) for part in page.headers["content-security-policy"].split(";")
+    )
+    assert csp["script-src"] == f"https://cdn.jsdelivr.net 'sha256-{digest}'"
+    assert csp["default-src"] == "'none'" and csp["frame-ancestors"] == "'none'"
+    assert int(page.headers["content-length"]) == len(page.content)
