@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/auth_flood.py                  # this checkout's hub
     .venv/bin/python bench/auth_flood.py --repo /work/main  # another checkout's hub (a "before")
+    .venv/bin/python bench/auth_flood.py --no-limit         # no 429: every wrong token checked
 
 1,000 requests with wrong tokens in 10 s from 50 connections, at the routes that need the
 token, while /api/health is probed every 50 ms from another connection. Targets (issue #14):
@@ -34,6 +35,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--no-limit", action="store_true",
+        help="web.auth_failures 10000: every wrong token is checked (the check's own cost)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="hub-flood-") as tmp:
@@ -46,6 +51,8 @@ def main() -> None:
             "broker": {"url": broker.url, "client_id": "hub-flood"},
             "web": {"host": "127.0.0.1", "port": port},
         }
+        if args.no_limit:
+            config["web"]["auth_failures"] = 10_000  # type: ignore[index]
         (work / "hub.yaml").write_text(yaml.safe_dump(config))
         env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
         env["PYTHONPATH"] = str(args.repo.resolve())
