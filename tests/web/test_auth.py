@@ -113,7 +113,7 @@ def test_reading_needs_the_token_by_default(tmp_path: Path) -> None:
     for path in routes:
         refused = client.get(path)
         if path == "/api/health":  # a liveness probe: open, names no device
-            assert refused.status_code == 200
+            assert refused.status_code in (200, 503)  # 503: no broker behind this test app
             continue
         assert refused.status_code == 401, path
         assert "token" in refused.json()["error"]
@@ -191,7 +191,7 @@ def test_wrong_tokens_from_one_address_get_429_after_the_limit(tmp_path: Path) -
     assert closed.value.code == 4429
     # Another address is not affected, and the open health probe neither.
     assert neighbour.get("/api/devices", headers=right).status_code == 200
-    assert attacker.get("/api/health").status_code == 200
+    assert attacker.get("/api/health").status_code in (200, 503)  # answered, never 429
     assert ctx.limiter.status() == {"wrong_tokens": 3, "refused_429": 3, "blocked": 1}
 
 
