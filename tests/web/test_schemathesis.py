@@ -2,8 +2,8 @@
 
 Schemathesis generates the cases from the hub's own /api/openapi.json; they go over HTTP to a
 real hub of its own (it purges and replays with the token, so it must not share the other
-tests' data), with and without the token. Requests are sent with httpx: this shared venv's
-`urllib3-future` (pulled in by niquests) breaks the `requests` transport Schemathesis uses.
+tests' data), with and without the token. Requests are sent with httpx (this was chosen when
+`urllib3-future`, since dropped from the lock, broke the `requests` transport Schemathesis uses).
 """
 
 from __future__ import annotations
