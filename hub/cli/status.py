@@ -139,6 +139,20 @@ def status(config_path: Path | None, as_json: bool) -> None:
         "Broker",
         f"{broker['url']} {'(managed)' if broker['managed'] else ''} - {broker['state']}, MQTT {broker.get('protocol') or '?'}, {broker.get('connects', 0)} connects",
     )
+    if broker.get("session_lost"):
+        table.add_row(
+            "[red]Session[/]",
+            f"[red]lost {broker['session_lost']} times[/] on reconnect: taken over by a client "
+            "using the hub's client id, or the broker restarted without persistence (see the log)",
+        )
+    if broker.get("taken_over"):
+        # Another client used the hub's client id: the broker handed it the hub's messages.
+        table.add_row(
+            "[red]Session[/]",
+            f"[red]taken over {broker['taken_over']} times[/] by a client using the hub's client id "
+            f"(last {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(broker.get('last_taken_over', 0)))}): "
+            "tie client ids to logins on the broker (deploy/mosquitto/)",
+        )
     table.add_row(
         "Messages",
         f"{ingest.get('messages', 0)} received, {ingest.get('messages_per_s', 0)} /s now",

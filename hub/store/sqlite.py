@@ -16,9 +16,11 @@ thread at a time (the ingest core's store thread); readers open their own connec
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -294,6 +296,27 @@ def tags_key(tags: Mapping[str, str]) -> str:
     return orjson.dumps(dict(sorted(tags.items()))).decode()
 
 
+def private_files(path: Path) -> None:
+    """The store's folder 0700, the store 0600 (made so before SQLite opens it).
+
+    The store holds raw payloads (dead letters) and everything the devices said; SQLite would
+    make it 0644. Its -wal and -shm files take the store's mode, and existing ones (from an
+    earlier version) are tightened too.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = path.parent.resolve()
+    # A data_dir of "." or ~ is the user's own folder, not the hub's: left as it is.
+    if folder not in (Path.cwd().resolve(), Path.home().resolve()):
+        with contextlib.suppress(OSError):  # not ours to change (a shared mount)
+            if folder.stat().st_mode & 0o077:
+                folder.chmod(0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(OSError):
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+
+
 def connect(
     path: Path, synchronous: str = "full", readonly: bool = False, busy_timeout: float = 10.0
 ) -> sqlite3.Connection:
@@ -302,7 +325,7 @@ def connect(
             f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=10
         )
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_files(path)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
