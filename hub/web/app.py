@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -21,6 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.web.context import WebContext
+from hub.web.docs import install_docs
+from hub.web.params import reject_unknown_query_parameters
 from hub.web.routes import alerts, dead_letters, devices, health, live, metrics, query, sessions
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,6 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        docs = scope["path"].startswith("/api/docs")
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -100,8 +101,7 @@ class SecurityHeaders:
                     (b"referrer-policy", b"no-referrer"),
                     (b"x-frame-options", b"DENY"),
                 ]
-                if not docs:
-                    headers.append((b"content-security-policy", _CSP.encode()))
+                headers.append((b"content-security-policy", _CSP.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -126,9 +126,10 @@ def create_app(ctx: WebContext) -> FastAPI:
             "set; anything that changes state needs the API token as `Authorization: Bearer`. "
             "Live readings: WebSocket `/api/live`."
         ),
-        docs_url="/api/docs",
+        docs_url=None,  # hub.web.docs serves a page that needs no CDN
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        dependencies=[Depends(reject_unknown_query_parameters)],
     )
     app.state.ctx = ctx
 
@@ -157,6 +158,7 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     for module in (devices, metrics, query, alerts, sessions, dead_letters, health, live):
         app.include_router(module.router)
+    install_docs(app)
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="dashboard")
 
     if ctx.settings.cors_origins:
