@@ -1,0 +1,56 @@
+"""What the CLI prints fits an 80-column terminal and says what it means (issue #15).
+
+Through click's runner with COLUMNS=80, over stores and config files of the test's own."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from hub.alerts.store import Alert, AlertStore
+from hub.cli import cli
+
+STARTED_MS = int(time.time() * 1000) - 3_600_000
+MESSAGE = "buggy: motor at 72 °C (> 71 °C / 160 °F)"  # as the rc pack words it
+
+
+def run(*args: str) -> str:
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def alert(alert_id: int, rule: str, device: str, value: float, **extra: object) -> Alert:
+    return Alert(
+        id=alert_id, rule=rule, device=device, metric="motor_temperature", severity="warning",
+        state="firing", value=value, threshold=71.0, unit="°C", message=MESSAGE,
+        device_class="temperature", started_ms=STARTED_MS, updated_ms=STARTED_MS, **extra,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_alerts_list_at_80_columns_keeps_rule_time_and_message_whole(tmp_path: Path) -> None:
+    config = tmp_path / "hub.yaml"
+    config.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data")}))
+    (tmp_path / "data").mkdir()
+    store = AlertStore(tmp_path / "data" / "hub.db", background=False)
+    store.save(alert(1, "rc_motor_temperature_high", "buggy", 76.4))
+    store.save(alert(2, "rc_esc_temperature_critical", "buggy-livingroom", 101.0,
+                     acknowledged_by="ann", acknowledged_ms=STARTED_MS + 1000))  # fmt: skip
+    store.close()
+    out = run("alerts", "list", "-c", str(config))
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 80, out
+    assert "…" not in out, out
+    # The rule and the start time each on one line, whole.
+    assert any("rc_motor_temperature_high" in line for line in lines), out
+    assert any("rc_esc_temperature_critical" in line for line in lines), out
+    started = time.strftime("%Y-%m-%d", time.gmtime(STARTED_MS / 1000))
+    clock = time.strftime("%H:%M:%S", time.gmtime(STARTED_MS / 1000))
+    assert any(started in line for line in lines) and any(clock in line for line in lines), out
+    # The message reads in at most two lines per alert (it took six).
+    holding = [line for line in lines if "motor at" in line or "160 °F" in line]
+    assert 2 <= len(holding) <= 4, out
+    assert "ann" in out and "buggy-livingroom" in out, out
