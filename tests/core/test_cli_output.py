@@ -4,6 +4,7 @@ Through click's runner with COLUMNS=80, over stores and config files of the test
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -54,3 +55,18 @@ def test_alerts_list_at_80_columns_keeps_rule_time_and_message_whole(tmp_path: P
     holding = [line for line in lines if "motor at" in line or "160 °F" in line]
     assert 2 <= len(holding) <= 4, out
     assert "ann" in out and "buggy-livingroom" in out, out
+
+
+def test_config_check_lists_problems_in_line_order(tmp_path: Path) -> None:
+    bad = tmp_path / "hub.yaml"
+    # Sections in the reverse of the schema's order: the problems come back by line.
+    bad.write_text(
+        "web:\n  port: 99999\n"
+        "store:\n  synchronous: fast\n"
+        "ingest:\n  batch_max: 0\n"
+        "broker:\n  urll: mqtt://x\n"
+    )
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(cli, ["config", "check", str(bad)])
+    assert result.exit_code == 2
+    lines = [int(m) for m in re.findall(rf"{re.escape(str(bad))}:(\d+):", result.output)]
+    assert lines == [2, 4, 6, 8], result.output
