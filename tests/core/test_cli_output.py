@@ -4,15 +4,19 @@ Through click's runner with COLUMNS=80, over stores and config files of the test
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
 
+import orjson
 import yaml
 from click.testing import CliRunner
 
 from hub.alerts.store import Alert, AlertStore
 from hub.cli import cli
+from hub.model import Reading
+from hub.store.sqlite import Batch, Store
 
 STARTED_MS = int(time.time() * 1000) - 3_600_000
 MESSAGE = "buggy: motor at 72 °C (> 71 °C / 160 °F)"  # as the rc pack words it
@@ -70,3 +74,38 @@ def test_config_check_lists_problems_in_line_order(tmp_path: Path) -> None:
     assert result.exit_code == 2
     lines = [int(m) for m in re.findall(rf"{re.escape(str(bad))}:(\d+):", result.output)]
     assert lines == [2, 4, 6, 8], result.output
+
+
+def status_run(tmp_path: Path, stored: int, samples: int) -> str:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    config = tmp_path / "hub.yaml"
+    config.write_text(yaml.safe_dump({"data_dir": str(data_dir)}))
+    store = Store(data_dir / "hub.db")
+    start = int(time.time() * 1000) - samples * 1000
+    store.commit(Batch(readings=[Reading("n1", "co2", 500.0, start + i * 1000, "ppm") for i in range(samples)]))  # fmt: skip
+    store.close()
+    now = time.time()
+    status = {
+        "version": "test", "state": "running", "pid": os.getpid(), "started_at": now - 60,
+        "updated_at": now - 1,
+        "broker": {"url": "mqtt://127.0.0.1:1883", "managed": True, "state": "connected"},
+        "ingest": {"messages": 900, "readings_stored": stored, "duplicates": 0, "events": 0},
+        "store": {"path": str(data_dir / "hub.db"), "size_bytes": 1_000_000},
+    }  # fmt: skip
+    (data_dir / "status.json").write_bytes(orjson.dumps(status))
+    return " ".join(run("status", "-c", str(config)).split())  # as read, not as wrapped
+
+
+def test_status_explains_readings_stored_against_samples(tmp_path: Path) -> None:
+    out = status_run(tmp_path, stored=1507, samples=1580)
+    assert re.search(r"Readings\s+1507 stored since the hub started", out), out
+    assert "1580 samples" in out, out
+    # Why 73 more: the store holds earlier runs, and the status is a moment old.
+    assert "73 more samples than this run stored" in out, out
+    assert "earlier runs" in out and "status was written" in out, out
+
+
+def test_status_says_nothing_more_when_they_agree(tmp_path: Path) -> None:
+    out = status_run(tmp_path, stored=300, samples=300)
+    assert "300 samples" in out and "more samples" not in out and "fewer" not in out, out

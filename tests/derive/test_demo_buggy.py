@@ -68,7 +68,7 @@ def test_without_pit_stops_the_buggy_never_stops() -> None:
 
 
 def test_a_pit_stop_must_outlast_the_session_gap() -> None:
-    with pytest.raises(ValidationError, match="pit_stop .* must be longer than .*session_gap"):
+    with pytest.raises(ValidationError, match=r"pit_stop .* must be longer than .*session_gap"):
         SimulateConfig(pit_stop="10s", session_gap="15s")
     assert SimulateConfig(pit_stop=0, session_gap="15s").pit_stop == 0
     defaults = SimulateConfig()
