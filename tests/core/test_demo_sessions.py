@@ -47,7 +47,7 @@ def test_pit_stops_and_stopping_the_hub_store_sessions(
                 "airq_nodes": 0,
                 "buggies": 1,
                 "seed": 3,
-                "drive_time": "6s",
+                "drive_time": "10s",
                 "pit_stop": "4s",
                 "session_gap": "2s",
             },
@@ -55,10 +55,11 @@ def test_pit_stops_and_stopping_the_hub_store_sessions(
         },
     ).start()
     try:
-        # Table (3 s), a 6 s run, then the pit stop: 2 s into it the first session closes.
+        # Table (3 s), a 10 s run, then the pit stop: 2 s into it the first session closes.
         first = wait_for(lambda: sessions(hub), 60, 0.2, "a session closed by a pit stop")
         assert len(first) == 1
-        # The second run: stop the hub while it drives (a session needs 3 s to count).
+        # The second run: stop the hub while it drives (a session needs 3 s to count; the
+        # run leaves 6 s more before its pit stop would close it).
         wait_for(lambda: moving_since(hub, first[0][2] + 2000) >= 4, 60, 0.2, "the second run")
         assert len(sessions(hub)) == 1
     finally:
