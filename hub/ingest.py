@@ -53,6 +53,8 @@ class Deriver(Protocol):
 
     def tick(self, now_ms: int) -> DerivedLike: ...
 
+    def close(self) -> DerivedLike: ...
+
 
 @dataclass(slots=True)
 class Committed:
@@ -317,6 +319,28 @@ class IngestCore:
             self.stats.derived += len(batch.readings)
             self.stats.duplicates += len(derived) - len(batch.readings)
         return Committed(batch.readings, [], [], time.time_ns() // 1_000_000)
+
+    def close_derivations(self) -> int:
+        """Store thread: what derivations hold open (drive sessions) is closed and committed.
+        Returns how many records were written."""
+        batch = Batch()
+        self._derive(batch, lambda d: d.close())
+        if batch.readings or batch.writes:
+            # One attempt, not the retrying commit: a failing store must not hold up shutdown.
+            result = self.store.commit(batch)
+            self.stats.readings_stored += result.stored
+        return len(batch.writes)
+
+    async def close_open_sessions(self) -> None:
+        """On shutdown, before ingest stops: store the drive sessions still open, so a hub
+        that stops mid-run keeps the run (a session otherwise closes only on stillness)."""
+        try:
+            closed = await self.call(self.close_derivations)
+        except Exception:  # shutdown goes on: the run is lost, the rest is stored
+            log.exception("Closing the open drive sessions failed")
+            return
+        if closed:
+            log.info("Closed %d open drive session(s) on shutdown", closed)
 
     @property
     def listeners(self) -> list[Listener]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hub.alerts.engine import AlertEngine
@@ -43,17 +44,40 @@ def _store(config: HubConfig) -> AlertStore:
     return AlertStore(path, background=False)
 
 
-def _table(alerts: list[Alert], title: str) -> Table:
-    table = Table(title=title)
-    for column in ("id", "state", "severity", "device", "rule", "value", "since", "ack", "message"):
-        table.add_column(column)
+def _table(alerts: list[Alert], title: str, width: int) -> Table:
+    """Two lines an alert, made to fit `width` (80 columns and up): the rule over its message
+    (the message wraps), the start date over its time, the severity over the state. Nothing
+    is cut to an ellipsis: where room runs out, the device name folds, then the message."""
+    now = int(time.time() * 1000)
+    rows = []
     for a in alerts:
-        state = a.state + (" (silenced)" if a.silenced(int(time.time() * 1000)) else "")
-        table.add_row(
-            str(a.id), state, a.severity, a.device, a.rule,
-            "-" if a.value is None else f"{a.value:g}", _when(a.started_ms),
-            a.acknowledged_by or "", a.message,
-        )  # fmt: skip
+        notes = []
+        if a.silenced(now):
+            notes.append(f"silenced until {_when(a.silenced_until_ms)}")
+        if a.acknowledged_by:
+            notes.append(f"acknowledged by {a.acknowledged_by}")
+        value = "-" if a.value is None else f"{a.value:g}" + (f" {a.unit}" if a.unit else "")
+        day, clock = _when(a.started_ms).split(" ")
+        what = f"[bold]{escape(a.rule)}[/]\n{escape(a.message)}"
+        if notes:
+            what += f"\n[dim]{escape('; '.join(notes))}[/]"
+        rows.append(
+            (str(a.id), f"{a.severity}\n{a.state}", a.device, value, f"{day}\n{clock}Z", what)
+        )
+    # The room the device may take: what the fixed columns and a whole rule name leave.
+    rule_width = max(len(a.rule) for a in alerts)
+    fixed = sum(max(len(h), *(len(line) for r in rows for line in r[i].split("\n")))
+                for i, h in ((0, "id"), (1, "severity"), (3, "value"), (4, "since")))  # fmt: skip
+    device_room = max(8, width - fixed - rule_width - 2 * 5)
+    table = Table(title=title, box=None, padding=(0, 1), pad_edge=False, header_style="bold")
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("severity", no_wrap=True)
+    table.add_column("device", overflow="fold", max_width=device_room)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("since", no_wrap=True)
+    table.add_column("rule / message", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
@@ -63,7 +87,8 @@ def _print(alerts: list[Alert], as_json: bool, title: str) -> None:
     elif not alerts:
         click.echo(f"{title}: none")
     else:
-        console.print(_table(alerts, title))
+        console = Console()  # sized to the terminal (or COLUMNS) now, not at import
+        console.print(_table(alerts, title, console.width))
 
 
 @click.group("alerts")

@@ -122,13 +122,21 @@ def list_sessions(db: Path, vehicle: str | None, limit: int) -> None:
     if not found:
         click.echo("No sessions recorded yet.")
         return
-    click.echo(f"{'ID':<34} {'START':<23} {'MIN:SS':>7} {'MAX km/h':>9} {'MAX A':>7} {'mAh':>6}")
+    # What a run cost and gave first (distance, energy, pack use), then its peaks; fits 80
+    # columns with a vehicle name of up to 7 letters.
+    width = max(len(s.id) for s in found)
+    click.echo(
+        f"{'ID':<{width}} {'START (UTC)':<16} {'TIME':>5} {'km':>5} {'Wh':>5} {'mAh':>5}"
+        f" {'max km/h':>8} {'max A':>5}"
+    )
     for s in found:
         minutes, seconds = divmod(round(s.duration_s), 60)
+        start = datetime.fromtimestamp(s.start_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
         click.echo(
-            f"{s.id:<34} {_when(s.start_ms):<23} {f'{minutes}:{seconds:02d}':>7} "
-            f"{_num(s.max_speed_kmh, '.1f'):>9} {_num(s.max_current_a, '.1f'):>7} "
-            f"{_num(s.consumed_mah, '.0f'):>6}"
+            f"{s.id:<{width}} {start:<16} {f'{minutes}:{seconds:02d}':>5} "
+            f"{_num(s.distance_km, '.2f'):>5} {_num(s.energy_wh, '.1f'):>5} "
+            f"{_num(s.consumed_mah, '.0f'):>5} {_num(s.max_speed_kmh, '.1f'):>8} "
+            f"{_num(s.max_current_a, '.1f'):>5}"
         )
 
 

@@ -8,14 +8,12 @@ origins are configured; the dashboard is plain files (ES modules, no build step)
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import re
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -24,6 +22,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.web.context import WebContext
+from hub.web.docs import install_docs
+from hub.web.params import reject_unknown_query_parameters
 from hub.web.routes import alerts, dead_letters, devices, health, live, metrics, query, sessions
 
 log = logging.getLogger(__name__)
@@ -157,9 +157,6 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"].startswith("/api/docs"):
-            await self._docs(scope, receive, send)
-            return
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -172,37 +169,6 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
-
-    async def _docs(self, scope: Scope, receive: Receive, send: Send) -> None:
-        start: Message | None = None
-        body = bytearray()
-
-        async def buffered(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                start = message
-                return
-            if message["type"] != "http.response.body":
-                await send(message)
-                return
-            body.extend(message.get("body", b""))
-            if message.get("more_body", False) or start is None:
-                return
-            hashes = " ".join(
-                "'sha256-" + base64.b64encode(hashlib.sha256(script).digest()).decode() + "'"
-                for script in _INLINE_SCRIPT.findall(bytes(body))
-            )
-            csp = _DOCS_CSP.format(hashes=hashes)
-            headers = [
-                *(h for h in start.get("headers", []) if h[0] != b"content-length"),
-                (b"content-length", str(len(body)).encode()),
-                *_HEADERS,
-                (b"content-security-policy", csp.encode()),
-            ]
-            await send({**start, "headers": headers})
-            await send({"type": "http.response.body", "body": bytes(body)})
-
-        await self.app(scope, receive, buffered)
 
 
 def _error(status: int, message: str, detail: Any = None, headers: Any = None) -> JSONResponse:
@@ -225,9 +191,10 @@ def create_app(ctx: WebContext) -> FastAPI:
             "Dead letters and the configuration always need the token. Wrong tokens are limited "
             "per client address (429 with Retry-After). Live readings: WebSocket `/api/live`."
         ),
-        docs_url="/api/docs",
+        docs_url=None,  # hub.web.docs serves a page that needs no CDN
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        dependencies=[Depends(reject_unknown_query_parameters)],
     )
     app.state.ctx = ctx
 
@@ -256,6 +223,7 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     for module in (devices, metrics, query, alerts, sessions, dead_letters, health, live):
         app.include_router(module.router)
+    install_docs(app)
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="dashboard")
 
     if ctx.settings.cors_origins:

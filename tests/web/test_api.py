@@ -88,7 +88,7 @@ def test_query_downsamples_and_keeps_peaks(web_hub: WebHub) -> None:
         ({"metric": "co2", "max_points": 10**6}, 400, "max_points may be at most"),
         ({"metric": "co2", "tag": "nokey"}, 400, "key=value"),
         ({}, 422, "metric"),
-        ({"metric": "co2", "from": "yesterday"}, 422, "from"),
+        ({"metric": "co2", "from": "yesterday"}, 400, "'from': 'yesterday' is not a time"),
     ],
 )
 def test_query_errors_are_json_with_a_message(
