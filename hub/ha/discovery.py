@@ -207,7 +207,10 @@ def sensor_config(
             payload["state_class"] = spec.state_class
         if spec.precision is not None:
             payload["suggested_display_precision"] = spec.precision
-        if spec.family == "air" and expire_after > 0:
+        # Raw air readings come every few seconds; derived ones at most once a minute (dew
+        # point, comfort) or once an hour (AQI, NowCast): expiring those would show them
+        # unavailable most of the time. They follow the node's availability instead.
+        if spec.family == "air" and expire_after > 0 and metric not in DERIVED_METRICS:
             payload["expire_after"] = int(expire_after)
     return topics.config("sensor", node, metric), payload
 
