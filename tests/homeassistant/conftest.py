@@ -45,7 +45,9 @@ def ha_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 def shared_ha(tmp_path_factory: pytest.TempPathFactory, ha_broker: Mosquitto, hass_bin: str) -> Iterator[HomeAssistant]:  # fmt: skip
     ha = HomeAssistant(
         hass_bin, tmp_path_factory.mktemp("ha"), ha_broker.port,
-        extra_config={"counter": {"hub_notify_count": {"initial": 0, "step": 1}}},
+        extra_config={"counter": {"hub_notify_count": {"initial": 0, "step": 1},
+                                   "hub_rc_count": {"initial": 0, "step": 1}},
+                      "input_text": {"hub_rc_message": {"max": 255}}},
     )  # fmt: skip
     try:
         ha.start()

@@ -191,9 +191,17 @@ def test_restarts_with_an_alert_firing_blueprints_and_rest_fallback(
             "path": "hub/hub_alert_notify.yaml",
             "input": {"alert_entities": [KART_ALERT], "notify_actions": [
                 {"action": "counter.increment", "target": {"entity_id": "counter.hub_notify_count"}}]}}},
+        {"id": "kart_rc", "alias": "Kart RC notify (blueprint)", "use_blueprint": {
+            "path": "hub/hub_rc_notify.yaml",
+            "input": {"alert_entities": [KART_ALERT], "figure_entities": ["sensor.kart_cell_voltage_avg"],
+                      "notify_actions": [
+                {"action": "counter.increment", "target": {"entity_id": "counter.hub_rc_count"}},
+                {"action": "input_text.set_value", "target": {"entity_id": "input_text.hub_rc_message"},
+                 "data": {"value": "{{ (alert_title ~ ' | ' ~ session_figures)[:250] }}"}}]}}},
     ])  # fmt: skip
     ha.post("/api/services/input_boolean/turn_off", {"entity_id": "input_boolean.hub_fan"})
-    ha.post("/api/services/counter/reset", {"entity_id": "counter.hub_notify_count"})
+    for counter in ("counter.hub_notify_count", "counter.hub_rc_count"):
+        ha.post("/api/services/counter/reset", {"entity_id": counter})
     config = {
         "homeassistant": {"rest": {"enabled": True, "url": ha.api_url, "token": ha.token,
                                    "retry_max": "3s"}},
@@ -214,7 +222,11 @@ def test_restarts_with_an_alert_firing_blueprints_and_rest_fallback(
         ha.wait_state(KART_ALERT, "on", timeout=10)
         ha.wait_state("input_boolean.hub_fan", "on")
         ha.wait_state("counter.hub_notify_count", "1")
-        sampler = Sampler(ha, [KART_ALERT, "input_boolean.hub_fan", "counter.hub_notify_count"])
+        ha.wait_state("counter.hub_rc_count", "1")
+        rc_message = ha.state("input_text.hub_rc_message")["state"]  # type: ignore[index]
+        assert rc_message.startswith("RC alert: critical | ") and " V" in rc_message, rc_message
+        sampler = Sampler(ha, [KART_ALERT, "input_boolean.hub_fan", "counter.hub_notify_count",
+                               "counter.hub_rc_count"])  # fmt: skip
 
         # Hub restart with the alert firing.
         hub.stop()
@@ -255,6 +267,7 @@ def test_restarts_with_an_alert_firing_blueprints_and_rest_fallback(
         fan_states = {s for _, s in seen["input_boolean.hub_fan"]}
         assert fan_states == {"on"}, seen["input_boolean.hub_fan"]
         assert {s for _, s in seen["counter.hub_notify_count"]} == {"1"}
+        assert {s for _, s in seen["counter.hub_rc_count"]} == {"1"}
         assert back_after < 10, f"alert entity back {back_after:.1f} s after the hub restart"
         assert _problems(ha, [], ["kart"]) == []
 
