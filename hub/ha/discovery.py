@@ -14,20 +14,26 @@ Topics the hub publishes (all retained):
 | `hub/state/<device>/<metric>` | the latest value, e.g. `3.412` (at most once per `state_interval`) |
 | `hub/availability/<device>` | `online` / `offline` (from the device's availability; `online` on its first reading) |
 | `hub/alerts/<device>/<rule>/state` | `ON` / `OFF` |
-| `hub/alerts/<device>/<rule>/attributes` | `{"value", "threshold", "since", "message", "severity", "alert_id", "acknowledged_by", "silenced_until"}` |
+| `hub/alerts/<device>/<rule>/attributes` | `{"value", "value_at_firing", "threshold", "unit", "since", "message", "current_message", "severity", "rule", "alert_id", "acknowledged_by", "silenced_until"}` |
 | `hub/state/hub/<name>` | the hub's own health sensors |
 | `hub/status` | the hub's LWT: `online` / `offline` (published by the hub's main connection) |
 
 Sensors are available while the hub *and* the device are (`availability_mode: all`); alert
-binary_sensors only follow the hub, because "device offline" is itself an alert. Air-quality
-sensors carry `expire_after` (their data is periodic); RC sensors do not (a buggy is driven in
-sessions). Entity ids: `sensor.<device>_<metric>`, `binary_sensor.<device>_<rule>`,
-`sensor.hub_<name>` (device names lower-cased, anything but letters and digits as `_`).
-Devices that ESPHome already announces keep their own identifiers, so the hub's derived sensors
-join the same HA device. The topics published are remembered in `ha_discovery.json` in the data
-dir: whatever is no longer wanted at start or resync (a removed device or rule) is cleared with
-an empty retained payload. Discovery is re-sent when HA publishes `homeassistant/status` =
-`online`.
+binary_sensors only follow the hub, because "device offline" is itself an alert. Raw
+air-quality sensors carry `expire_after` (their data is periodic); derived ones (hourly AQI,
+once-a-minute comfort) and RC sensors do not. Names are short (`hub.ha.names`, shown after the
+device name). Entity ids: `sensor.<device>_<metric>`, `binary_sensor.<device>_<rule>`,
+`sensor.hub_<name>` (device names lower-cased, anything but letters and digits as `_`), with
+`_hub_` before the metric when the node already owns that id.
+
+One device per physical node: a node Home Assistant has by itself (ESPHome discovery or the
+ESPHome integration, read by `hub.ha.nodes.NodeDirectory` from the broker) is joined through
+its identifiers and MAC connection, and its own sensors are not announced again; other devices
+are the hub's (`hub_<device>`, with a manufacturer and model). The topics published are
+remembered in `ha_discovery.json` in the data dir: whatever is no longer wanted (a removed
+device or rule) is cleared with an empty retained payload, and an entity whose device changes
+is cleared and announced again, so Home Assistant keeps no empty device. Discovery is re-sent
+when HA publishes `homeassistant/status` = `online`.
 """
 
 from __future__ import annotations

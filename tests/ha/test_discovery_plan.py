@@ -3,6 +3,8 @@ Assistant, what the hub announces for it, with which names, ids and device block
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from hub.alerts.packs import all_builtin_rules
@@ -146,3 +148,27 @@ def test_alert_attributes_keep_value_at_firing_apart_from_current_value() -> Non
     assert attributes["value"] == 1250.0
     assert attributes["message"] == "airq-1: CO2 reached 1100 ppm"
     assert attributes["current_message"] == "airq-1: CO2 reached 1250 ppm"
+
+
+def test_entity_moving_to_the_nodes_device_is_removed_first_then_announced_again(tmp_path: Any) -> None:  # fmt: skip
+    """Home Assistant moves an entity on an updated config but keeps the old, now empty
+    device: so the hub clears the entity first and announces it again on the next plan."""
+    from hub.config import BrokerConfig
+    from hub.ha.discovery import DiscoveryPublisher
+    from hub.ha.settings import DiscoverySettings
+
+    publisher = DiscoveryPublisher(
+        DiscoverySettings(), BrokerConfig(), "hub_x", tmp_path / "ha_discovery.json", "t"
+    )
+    sent: list[tuple[str, bytes]] = []
+    publisher._publish = lambda topic, payload, qos=1, retain=True: sent.append(  # type: ignore[method-assign]
+        (topic, payload if isinstance(payload, bytes) else payload.encode())
+    )
+    topic, alone = sensor_config(Topics(), DeviceMeta("airq-1"), "comfort_score", "hub_x", 0)
+    assert publisher.set_configs({topic: alone}) == set()
+    assert sent[-1][0] == topic and orjson.loads(sent[-1][1])["device"]["identifiers"] == ["hub_airq_1"]  # fmt: skip
+    _, joined = sensor_config(Topics(), _meta_with_node(), "comfort_score", "hub_x", 0)
+    assert publisher.set_configs({topic: joined}) == {topic}
+    assert sent[-1] == (topic, b"")  # removed: HA drops the entity and the empty device
+    publisher.set_configs({topic: joined})
+    assert orjson.loads(sent[-1][1])["device"]["connections"] == [["mac", "02:99:aa:bb:cc:00"]]
