@@ -41,6 +41,7 @@ from hub.ha.settings import RestSettings
 log = logging.getLogger(__name__)
 
 REMINDER_S = 60.0
+IDLE_CHECK_S = 30.0
 DeadLetterPort = Callable[[str, str, bytes], Awaitable[None]]  # reason, detail, payload
 
 
@@ -250,7 +251,15 @@ class RestNotifier:
         while True:
             if not self._queue:
                 self._wakeup.clear()
-                await self._wakeup.wait()
+                if not self.last_error:
+                    await self._wakeup.wait()
+                    continue
+                # Nothing to send but the last attempt (or the check at start) failed: look
+                # again now and then, so `hub status` does not show an error that is over.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), IDLE_CHECK_S)
+                if not self._queue:
+                    await self._check_idle()
                 continue
             delivery = self._queue[0]
             try:
@@ -271,6 +280,16 @@ class RestNotifier:
             self._recovered()
             if self._queue and self._queue[0] is delivery:
                 self._queue.popleft()
+
+    async def _check_idle(self) -> None:
+        try:
+            await asyncio.to_thread(self.validate)
+        except HomeAssistantRestError as exc:
+            log.debug("%s", exc)
+            return
+        if self._failing_since is None:
+            log.info("Home Assistant REST API at %s is reachable again", self.settings.url)
+        self._recovered()
 
     def _failing(self, failure: Failure) -> None:
         now = time.monotonic()

@@ -123,3 +123,34 @@ def test_reasons_are_readable_and_stable() -> None:
         pass
 
     assert not classify(UnauthorizedError()).permanent  # a token being fixed: keep retrying
+
+
+def test_error_from_start_is_cleared_once_home_assistant_answers(monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Home Assistant down when the hub starts, nothing to send afterwards: `hub status` must
+    not keep showing the start-up error once Home Assistant is back."""
+    from hub.ha import rest
+    from hub.ha.rest import HomeAssistantRestError
+
+    monkeypatch.setattr(rest, "IDLE_CHECK_S", 0.05)
+    answers = [HomeAssistantRestError("cannot be used: connection refused"), None]
+
+    async def run() -> RestNotifier:
+        notifier = RestNotifier(_settings())
+
+        def validate() -> str:
+            answer = answers.pop(0) if answers else None
+            if answer is not None:
+                raise answer
+            return "2026.2.3"
+
+        notifier.validate = validate  # type: ignore[method-assign]
+        await notifier.start()
+        assert notifier.last_error
+        for _ in range(100):
+            if not notifier.last_error:
+                break
+            await asyncio.sleep(0.02)
+        await notifier.stop()
+        return notifier
+
+    assert asyncio.run(run()).last_error == ""
