@@ -51,7 +51,7 @@ from hub.store.outbox import OutboxRow
 from hub.store.sqlite import Store, connect
 
 if TYPE_CHECKING:
-    from hub.service import Hub
+    from hub.ports import Ports
 
 log = logging.getLogger(__name__)
 
@@ -673,25 +673,16 @@ class StoreWriter:
 class InfluxComponent:
     name = "influx"
 
-    def __init__(self, hub: Hub) -> None:
-        assert hub.store is not None and hub.ingest is not None
-        store, ingest = hub.store, hub.ingest
-
-        def in_transaction(fn: Callable[[sqlite3.Connection], T]) -> T:
-            with store.transaction() as conn:
-                return fn(conn)
-
-        async def write(fn: Callable[[sqlite3.Connection], T]) -> T:
-            return await ingest.call(in_transaction, fn)
-
-        self.forwarder = Forwarder(hub.config.influx, store.path, write)
-        self.ingest = ingest
+    def __init__(self, ports: Ports) -> None:
+        self.ports = ports
+        # Every outbox write goes through the store writer, in its thread and transaction.
+        self.forwarder = Forwarder(ports.config.influx, ports.writer.path, ports.writer.transaction)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.ingest.listeners.append(self.forwarder.wake)
+        self.ports.committed.subscribe(self.forwarder.wake)
         await self.forwarder.configure()
-        self._task = asyncio.create_task(self._run(), name="influx-forwarder")
+        self._task = self.ports.spawn("influx-forwarder", self._run, restart=True)
         log.info(
             "Forwarding readings to InfluxDB %s (%d queued)",
             self.forwarder.sender.target,
@@ -702,12 +693,13 @@ class InfluxComponent:
         try:
             await self.forwarder.run()
         except Exception:
-            log.exception("InfluxDB forwarder failed; readings stay queued in the outbox")
-            self.forwarder._set_state("failed", "forwarder crashed, see the log")
+            # The supervisor logs it and starts the forwarder again; nothing leaves the outbox
+            # before the server acknowledged it, so a restart resends at most the batch in flight.
+            self.forwarder._set_state("failed", "forwarder crashed and restarts, see the log")
+            raise
 
     async def stop(self) -> None:
-        with contextlib.suppress(ValueError):
-            self.ingest.listeners.remove(self.forwarder.wake)
+        self.ports.committed.unsubscribe(self.forwarder.wake)
         await self.forwarder.stop()
         if self._task is not None:
             # An in-flight write finishes (bounded by influx.timeout) so an acknowledged batch
@@ -727,18 +719,17 @@ class OutboxOffComponent:
 
     name = "influx"
 
-    def __init__(self, hub: Hub) -> None:
-        assert hub.store is not None and hub.ingest is not None
-        self.store, self.ingest = hub.store, hub.ingest
+    def __init__(self, ports: Ports) -> None:
+        self.writer = ports.writer
         self.queued = 0
 
-    def _off(self) -> int:
-        with self.store.transaction() as conn:
-            outbox.configure(conn, False, 0)
-            return outbox.state(conn).backlog
+    @staticmethod
+    def _off(conn: sqlite3.Connection) -> int:
+        outbox.configure(conn, False, 0)
+        return outbox.state(conn).backlog
 
     async def start(self) -> None:
-        self.queued = await self.ingest.call(self._off)
+        self.queued = await self.writer.transaction(self._off)
         log.info(
             "InfluxDB forwarding is off; %d readings stay queued for when it is on again",
             self.queued,
@@ -751,14 +742,14 @@ class OutboxOffComponent:
         return {"state": "disabled", "summary": "disabled", "backlog": self.queued}
 
 
-def build(hub: Hub) -> InfluxComponent | OutboxOffComponent | None:
-    if hub.config.influx.enabled:
-        return InfluxComponent(hub)
-    conn = connect(hub.config.store_path, readonly=True)
+def build(ports: Ports) -> InfluxComponent | OutboxOffComponent | None:
+    if ports.config.influx.enabled:
+        return InfluxComponent(ports)
+    conn = ports.reader.open()
     try:
         row = conn.execute("SELECT enabled FROM outbox_control WHERE id = 1").fetchone()
     finally:
         conn.close()
     if row is not None and row[0]:
-        return OutboxOffComponent(hub)
+        return OutboxOffComponent(ports)
     return None
