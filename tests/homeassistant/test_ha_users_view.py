@@ -314,6 +314,18 @@ def test_refused_notification_goes_to_dead_letters_and_the_queue_goes_on(
         assert all(source == "homeassistant" and "HTTP 400" in detail for source, detail in rows), rows  # fmt: skip
         rest = hub.status()["alerts"]["rest"]
         assert rest["queued"] == 0 and rest["last_error"] == ""
+
+        # `hub alerts test RULE DEVICE` (README, step 5) fires through the whole path and
+        # resolves on its own.
+        fired = subprocess.run(
+            [*HUB_ALERTS, "test", "air_co2_high", "kart2", "--for", "3s", "-c", str(hub.config_path)],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert fired.returncode == 0, fired.stdout + fired.stderr
+        on = ha.wait_state("binary_sensor.kart2_air_co2_high", "on", timeout=15)
+        assert on["attributes"]["message"].startswith("TEST: ")
+        assert on["attributes"]["friendly_name"] == "kart2 CO2 high"
+        ha.wait_state("binary_sensor.kart2_air_co2_high", "off", timeout=15)
     finally:
         publisher.close()
         if hub.proc is not None:
