@@ -213,11 +213,39 @@ def rules(config_path: Path | None) -> None:
 @alerts.command("test")
 @config_option
 @click.argument("rule_id")
-@click.option("--value", type=float, required=True, help="The value to try.")
-@click.option("--device", default="test-device", show_default=True, help="Device name to render.")
-def test(config_path: Path | None, rule_id: str, value: float, device: str) -> None:
-    """Dry run: what VALUE would do to RULE_ID (nothing is stored or sent)."""
+@click.argument("device", required=False)
+@click.option("--value", type=float, default=None,
+              help="Dry run: what this value would do to the rule (nothing is stored or sent).")  # fmt: skip
+@click.option("--for", "duration", default="60s", show_default=True,
+              help="How long the test alert fires before it resolves.")  # fmt: skip
+@click.option("--device", "device_option", default=None, hidden=True)  # the older spelling
+def test(config_path: Path | None, rule_id: str, device: str | None, value: float | None,
+         duration: str, device_option: str | None) -> None:  # fmt: skip
+    """Fire a TEST alert of RULE_ID on DEVICE through the whole path (Home Assistant entity,
+    hub_alert event, notification), resolved after --for; or, with --value, a dry run."""
     config = load_or_exit(config_path)
+    device = device or device_option
+    if value is not None:
+        _dry_run(config, rule_id, value, device or "test-device")
+        return
+    if not device:
+        raise click.UsageError("name the DEVICE to fire the test alert on (or give --value)")
+    if rule_id not in {r.id for r in effective_rules(config.alerts)}:
+        click.echo(f"no rule with id {rule_id!r}; see 'hub alerts rules'", err=True)
+        sys.exit(2)
+    if not _hub_running(config):
+        click.echo("No hub is running: a test alert goes through the running hub ('hub run').", err=True)  # fmt: skip
+        sys.exit(1)
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    until = int(time.time() * 1000 + seconds * 1000)
+    _command(config, "test", f"{rule_id}\t{device}", getpass.getuser(), until)
+    click.echo(f"It resolves in {seconds:g} s. Watch binary_sensor for {rule_id} on {device} in Home Assistant.")  # fmt: skip
+
+
+def _dry_run(config: HubConfig, rule_id: str, value: float, device: str) -> None:
     engine = AlertEngine(effective_rules(config.alerts))
     try:
         result = engine.dry_run(rule_id, value, device)

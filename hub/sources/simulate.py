@@ -65,12 +65,16 @@ class AirNode:
 
     def discovery(self) -> list[OutMessage]:
         out: list[OutMessage] = []
+        # As ESPHome writes it (mqtt_component.cpp): the MAC without colons as identifier
+        # and as a `mac` connection. A locally administered MAC made from the name.
+        mac = f"02{zlib.crc32(self.name.encode()):08x}00"
         device = {
-            "ids": f"sim{zlib.crc32(self.name.encode()):08x}",
+            "ids": mac,
             "name": self.name,
-            "sw": "esphome v2026.10.0 (simulated)",
+            "sw": "2026.10.0 (simulated)",
             "mdl": "esp32dev",
-            "mf": "espressif",
+            "mf": "Espressif",
+            "cns": [["mac", mac]],
         }
         for object_id, _, unit, device_class, _ in AIR_SENSORS:
             config: dict[str, object] = {
