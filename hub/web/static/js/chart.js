@@ -82,21 +82,23 @@ function legendValue(unit) {
   };
 }
 
-// Time axis: the data's span, but at least a minute, ending at the newest point. From the data
-// itself: for a single point uPlot offers a range of 1,000 days (the axis read Jun 2027-2029).
-const X_SCALE = {
-  time: true,
-  range: (u, min, max) => {
-    const x = u.data[0];
-    if (!x || !x.length) {
-      const now = Date.now() / 1000;
-      return [now - 60, now];
-    }
-    const last = x[x.length - 1];
-    if (x[0] === last) return [last - 60, last];
-    return max - min < 60 ? [max - 60, max] : [min, max]; // a zoom (drag) comes through here too
-  },
-};
+// Time axis: the data's span, but at least `minSpan` seconds, ending at the newest point. A
+// single point gets a minute: uPlot offers it a range of 1,000 days (the axis read Jun 2027-2029).
+function xScale(minSpan) {
+  return {
+    time: true,
+    range: (u, min, max) => {
+      const x = u.data[0];
+      if (!x || !x.length) {
+        const now = Date.now() / 1000;
+        return [now - 60, now];
+      }
+      const last = x[x.length - 1];
+      if (x[0] === last) return [last - 60, last];
+      return max - min < minSpan ? [max - minSpan, max] : [min, max]; // a zoom (drag) too
+    },
+  };
+}
 
 // uPlot's own padded range, kept within the limits (a percentage never runs past 100).
 function yRange(limits) {
@@ -117,9 +119,11 @@ function css(name) {
 
 export class TimeChart {
   // lines: [{label, unit?, color?}], band: draw min/max of line 0 as a band,
-  // limits: [lowest, highest] the y-axis may show (default [0, 100] for a percentage)
-  constructor(container, { title = "", lines, height = 200, band = false, windowMs = null, limits = null }) {
+  // limits: [lowest, highest] the y-axis may show (default [0, 100] for a percentage),
+  // minSpan: the shortest time axis in seconds (a live chart's first seconds show a minute)
+  constructor(container, { title = "", lines, height = 200, band = false, windowMs = null, limits = null, minSpan = 60 }) {
     this.limits = limits || (lines[0].unit === "%" ? [0, 100] : null);
+    this.minSpan = minSpan;
     this.container = container;
     this.title = title;
     this.lines = lines.map((line, i) => ({ ...line, color: line.color || PALETTE[i % PALETTE.length] }));
@@ -198,7 +202,7 @@ export class TimeChart {
         padding: [12, rightPadding, 0, 0],
         legend: { live: true },
         cursor: { drag: { x: true, y: false } },
-        scales: this.limits ? { x: X_SCALE, y: { range: yRange(this.limits) } } : { x: X_SCALE },
+        scales: this.limits ? { x: xScale(this.minSpan), y: { range: yRange(this.limits) } } : { x: xScale(this.minSpan) },
       },
       this.data(),
       this.container,

@@ -285,7 +285,7 @@ async function renderSession(root, id) {
     CHARTS.map(async ([title, lines, band]) => {
       const box = el("div", { class: "chart", "data-chart": lines[0][0] });
       grid.append(el("div", { class: "card" }, box));
-      const chart = new TimeChart(box, { title, lines: lines.map(([, label, unit]) => ({ label, unit })), band });
+      const chart = new TimeChart(box, { title, lines: lines.map(([, label, unit]) => ({ label, unit })), band, minSpan: 0 });
       charts.push(chart);
       const results = await Promise.all(lines.map(([metric]) => query(metric, { device: s.device, from: s.start_ms, to: s.end_ms, maxPoints: 800 })));
       chart.setFromQuery(results.map((r) => r.series.find((x) => !x.tags.session) || null));
