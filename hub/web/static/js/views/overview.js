@@ -49,7 +49,7 @@ export async function render(root) {
       el(
         "div",
         { class: "kpis" },
-        kpiBox("Broker", h.broker),
+        kpiBox("Broker", h.broker, "value word"),
         kpiBox("Messages/s", fmt(h.messages_per_s, 1)),
         kpiBox("Stored", fmt(h.readings_stored, 0)),
         kpiBox("Rejected", fmt(h.rejected_total, 0)),
@@ -59,8 +59,8 @@ export async function render(root) {
     );
   }
 
-  function kpiBox(label, value) {
-    return el("div", { class: "kpi" }, el("div", { class: "label", text: label }), el("div", { class: "value", text: value }));
+  function kpiBox(label, value, valueClass = "value") {
+    return el("div", { class: "kpi" }, el("div", { class: "label", text: label }), el("div", { class: valueClass, text: value }));
   }
 
   async function showAlerts() {
