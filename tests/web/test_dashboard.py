@@ -396,6 +396,11 @@ def test_sessions_are_listed_opened_and_downloaded(
             f"() => Number(document.querySelector('[data-chart=\"{chart}\"]').dataset.points) > 20"
         )
     assert "No alerts." in page.locator("#session-alerts").inner_text()
+    # The charts span the session, not a padded minute (the run is 40 s long).
+    lo, hi = page.locator('[data-chart="pack_voltage"]').evaluate(
+        "c => [c.uplot.scales.x.min, c.uplot.scales.x.max]"
+    )
+    assert abs(lo - first["start_ms"] / 1000) < 2 and abs(hi - first["end_ms"] / 1000) < 2
     check_axes(page, "session")
     shot(page, "rc-session-light-desktop")
 
@@ -439,6 +444,12 @@ def test_every_page_at_both_sizes_in_both_themes(
                     "document.documentElement.scrollWidth - document.documentElement.clientWidth"
                 )
                 assert overflow <= 0, f"{name} {scheme} {size}: {overflow} px wider than the screen"
+                # No tile's text runs over its edge ('connected' did, in the hub's tile).
+                spills = page.evaluate(
+                    "() => [...document.querySelectorAll('.kpi')]"
+                    ".filter(k => k.scrollWidth > k.clientWidth + 1).map(k => k.textContent)"
+                )
+                assert not spills, f"{name} {scheme} {size}: text runs out of {spills}"
                 written.append(shot(page, f"page-{name}-{scheme}-{size}"))
             ctx.close()
             assert not errors, errors
