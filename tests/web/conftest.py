@@ -66,10 +66,11 @@ def start_web_hub(workdir: Path, extra: dict[str, Any] | None = None) -> WebHub:
     broker = Mosquitto(workdir / "broker")
     broker.start()
     port = free_port()
+    extra = dict(extra or {})
     config: dict[str, Any] = {
-        "web": {"port": port, "host": "127.0.0.1"},
+        "web": {"port": port, "host": "127.0.0.1", **extra.pop("web", {})},
         "alerts": {"rules": [TEST_RULE]},
-        **(extra or {}),
+        **extra,
     }
     hub = HubProcess(workdir, broker.url, config).start()
     base = f"http://127.0.0.1:{port}"
@@ -81,7 +82,8 @@ def start_web_hub(workdir: Path, extra: dict[str, Any] | None = None) -> WebHub:
 
 def _up(http: httpx.Client) -> bool:
     try:
-        return http.get("/api/health").status_code == 200
+        # 401: up, and reading needs the token (web.read_requires_token)
+        return http.get("/api/health").status_code in (200, 401)
     except httpx.HTTPError:
         return False
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from hub.bus import hub_json
@@ -341,12 +342,16 @@ def test_a_device_without_availability_is_not_shown_offline(context: Any, demo: 
 
 
 def export_cli(demo: Demo, session_id: str, fmt: str) -> bytes:
+    return export_cli_db(demo.web.hub.db_path, session_id, fmt)
+
+
+def export_cli_db(db: Path, session_id: str, fmt: str) -> bytes:
+    """What `hub sessions export` writes to stdout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     out = subprocess.run(
-        [sys.executable, "-m", "hub", "sessions", "--db", str(demo.web.hub.db_path), "export",
-         session_id, "--format", fmt],
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
-             "PYTHONPATH": str(REPO)}, capture_output=True,
-        timeout=60, check=True,
+        [sys.executable, "-m", "hub", "sessions", "--db", str(db), "export", session_id,
+         "--format", fmt],
+        env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, timeout=60, check=True,
     )  # fmt: skip
     return out.stdout
 
@@ -386,6 +391,9 @@ def test_sessions_are_listed_opened_and_downloaded(
         assert body == export_cli(demo, first["id"], fmt)
         assert body.count(b"\n") > 450  # a 45 s run at 10 frames/s, many metrics a frame
     assert page.evaluate("location.hash") == "#/rc/buggy"  # a download does not open the row
+    served = demo.web.http.get(f"/api/sessions/{first['id']}/export", params={"format": "csv"})
+    assert served.headers["content-type"] == "text/csv; charset=utf-8"
+    assert served.content.startswith(b"timestamp_ms,device,metric,value,unit,source,tags\n")
 
     # A click on the row opens the session's own page and charts.
     row.locator('td[data-col="Length"]').click()
@@ -484,3 +492,39 @@ def test_a_session_lists_the_alerts_during_it(
     open_page(page, demo.web.base, "rc/session/buggy-2-alerted")
     assert "buggy-2: motor at 180 °C (test rule)" in page.locator("#session-alerts").inner_text()
     publish(demo.web, "buggy-2", "motor_temperature", 30.0)  # resolve it again
+
+
+def test_downloads_work_where_reading_needs_the_token(browser: Any, tmp_path: Path) -> None:
+    # A plain link carries no token; on such a hub the page fetches the file with it.
+    web = start_web_hub(tmp_path, {"web": {"read_requires_token": True}})
+    try:
+        start = time.time_ns() // 1_000_000
+        for value in (11.9, 11.8, 11.7):
+            publish(web, "bench-car", "pack_voltage", value)
+        web.http.headers["Authorization"] = f"Bearer {web.token}"
+        wait_for(
+            lambda: web.http.get("/api/latest", params={"device": "bench-car"}).json(),
+            10,
+            what="the readings stored",
+        )
+        conn = sqlite3.connect(web.hub.db_path, timeout=10)
+        try:
+            end = time.time_ns() // 1_000_000
+            SessionStore(conn).save(Session("bench-car-run", "bench-car", "bench-car", start, end))
+        finally:
+            conn.close()
+        ctx = browser.new_context(viewport=DESKTOP, accept_downloads=True)
+        ctx.add_init_script(f"localStorage.setItem('hub.token', {web.token!r})")
+        page = ctx.new_page()
+        open_page(page, web.base, "rc/session/bench-car-run")
+        with page.expect_download() as info:
+            page.locator('a[data-format="csv"]').click()
+        body = Path(info.value.path()).read_bytes()
+        assert info.value.suggested_filename == "bench-car-run.csv"
+        assert body == export_cli_db(web.hub.db_path, "bench-car-run", "csv")
+        assert body.count(b",pack_voltage,") == 3
+        plain = httpx.get(f"{web.base}/api/sessions/bench-car-run/export", timeout=10)
+        assert plain.status_code == 401  # what the link alone would have fetched
+        ctx.close()
+    finally:
+        stop_web_hub(web)
