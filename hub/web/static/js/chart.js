@@ -35,15 +35,26 @@ export function timeLabels(splits, incr) {
   });
 }
 
-// Room right of the plot for half the widest time label: a tick near the end stays whole.
-function rightPadding(u) {
+// Half the widest time label, in CSS pixels.
+function halfTimeLabel(u) {
   const axis = u.axes[0];
   let widest = 0;
   if (axis && axis._values && axis.font) {
     u.ctx.font = axis.font[0];
     for (const text of axis._values) widest = Math.max(widest, u.ctx.measureText(String(text)).width);
   }
-  return Math.max(12, Math.ceil(widest / 2 / (window.devicePixelRatio || 1)) + 2);
+  return Math.ceil(widest / 2 / (window.devicePixelRatio || 1));
+}
+
+// Room right of the plot for half the widest time label: a tick near the end stays whole.
+function rightPadding(u) {
+  return Math.max(12, halfTimeLabel(u) + 2);
+}
+
+// And left of a narrow y-axis ('80'), for a tick at the start.
+function leftPadding(u) {
+  const yAxis = u.axes[1];
+  return Math.max(0, halfTimeLabel(u) + 2 - ((yAxis && yAxis._size) || 0));
 }
 
 // An axis as wide as its widest label (plus tick and gap), so no label is cut off.
@@ -199,7 +210,7 @@ export class TimeChart {
           { ...axis, space: 80, size: 32, values: (u, splits, i, space, incr) => timeLabels(splits, incr) },
           { ...axis, size: axisSize, values: (u, splits, i, space, incr) => tickLabels(splits, incr) },
         ],
-        padding: [12, rightPadding, 0, 0],
+        padding: [12, rightPadding, 0, leftPadding],
         legend: { live: true },
         cursor: { drag: { x: true, y: false } },
         scales: this.limits ? { x: xScale(this.minSpan), y: { range: yRange(this.limits) } } : { x: xScale(this.minSpan) },
