@@ -1,7 +1,9 @@
 """The optional parts `hub run` starts beside the ingest core, as a plain registry.
 
-A component is built from the running `Hub` (config, store, MQTT connection, ingest core)
-and has `async start()` / `async stop()`; `status()` adds a section to `hub status`. A
+A component is built from the hub's ports (hub.ports.Ports: config, publisher, committed
+batches, store writer and reader, supervised tasks), never from the whole hub, and has
+`async start()` / `async stop()`; `status()` adds a section to `hub status` (with an optional
+"health" entry that /api/health aggregates). A
 factory returns None when its part is switched off in config. Order matters: components
 start in this order after ingest is up and stop in reverse before ingest stops.
 """
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from hub.config import HubConfig
-    from hub.service import Hub
+    from hub.ports import Ports
 
 
 class Component(Protocol):
@@ -31,7 +33,7 @@ def _always(config: HubConfig) -> bool:
     return True
 
 
-# name -> ("module:factory", wanted(config)); factory(hub) -> Component | None. The module is
+# name -> ("module:factory", wanted(config)); factory(ports) -> Component | None. The module is
 # imported only when `wanted` says so, so a switched-off part costs no memory at all.
 REGISTRY: dict[str, tuple[str, Callable[[HubConfig], bool]]] = {
     "esphome_api": (
@@ -44,14 +46,16 @@ REGISTRY: dict[str, tuple[str, Callable[[HubConfig], bool]]] = {
 }
 
 
-def build_all(hub: Hub) -> list[Component]:
+def build_all(ports: Ports) -> list[Component]:
     components = []
     for target, wanted in REGISTRY.values():
-        if not wanted(hub.config):
+        if not wanted(ports.config):
             continue
         module, attr = target.split(":")
-        factory: Callable[[Hub], Component | None] = getattr(importlib.import_module(module), attr)
-        component = factory(hub)
+        factory: Callable[[Ports], Component | None] = getattr(
+            importlib.import_module(module), attr
+        )
+        component = factory(ports)
         if component is not None:
             components.append(component)
     return components

@@ -13,11 +13,11 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import shutil
 import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -28,7 +28,9 @@ from hub.bus.mqtt import Message, MqttConnection
 from hub.bus.reject import Rejected
 from hub.bus.router import Router
 from hub.model import Event, Reading
-from hub.store.sqlite import Batch, DeadLetter, Store, message_digest
+from hub.ports import CommittedFeed
+from hub.store.sqlite import Batch, CommitResult, DeadLetter, StoreFull, message_digest
+from hub.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ class IngestStats:
     duplicates: int = 0
     derived: int = 0
     events: int = 0
+    commit_failures: int = 0
+    deriver_failures: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     last_batch_size: int = 0
     last_commit_ms: float = 0.0
@@ -100,25 +104,72 @@ class IngestStats:
 Listener = Callable[[Committed], None]
 
 
+@dataclass
+class Stall:
+    """Why commits are failing right now, since when, and how often it was tried."""
+
+    reason: str
+    since: float  # time.time()
+    attempts: int = 1
+    last_reminder: float = field(default_factory=time.monotonic)
+
+
+class CommitRetry:
+    """Backoff between commit attempts: quick at first (a lock is often brief), capped."""
+
+    def __init__(self, first: float = 0.05, cap: float = 5.0) -> None:
+        self.first, self.cap = first, cap
+
+    def delay(self, attempt: int) -> float:
+        return min(self.cap, self.first * 2 ** min(attempt - 1, 16))
+
+
+def describe_store_error(exc: BaseException) -> str:
+    """A store failure in words a user acts on."""
+    text = str(exc) or type(exc).__name__
+    lowered = text.lower()
+    if isinstance(exc, StoreFull):
+        return text
+    if "full" in lowered or getattr(exc, "errno", None) == 28:
+        return f"disk full ({text})"
+    if "locked" in lowered or "busy" in lowered:
+        return f"store locked by another process ({text})"
+    if "malformed" in lowered or "not a database" in lowered:
+        return f"store damaged ({text}); stop the hub and run 'hub store check'"
+    if "readonly" in lowered or "read-only" in lowered:
+        return f"store is read-only ({text})"
+    return f"store write failed ({text})"
+
+
 class IngestCore:
     def __init__(
         self,
         connection: MqttConnection,
-        store: Store,
+        writer: StoreWriter,
         router: Router,
         *,
         batch_max: int = 5000,
+        batch_wait: float = 0.0,
         derivers: Sequence[Deriver] = (),
+        min_free_bytes: int = 0,
+        retry: CommitRetry | None = None,
+        feed: CommittedFeed | None = None,
     ) -> None:
         self.connection = connection
-        self.store = store
+        self.writer = writer
+        self.store = writer.store
         self.router = router
         self.batch_max = batch_max
+        self.batch_wait = batch_wait
         self.derivers = list(derivers)
-        self.listeners: list[Listener] = []
+        self.feed = feed or CommittedFeed()
         self.stats = IngestStats()
-        # One thread owns the SQLite writer connection and the router's entity map.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-store")
+        self.min_free_bytes = min_free_bytes
+        self.retry = retry or CommitRetry()
+        self.stall: Stall | None = None
+        self.in_hand = 0  # messages taken from the broker and not yet committed
+        self.last_commit_at = time.monotonic()
+        self._free_checked = (0.0, 1 << 62)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._busy = False
@@ -136,25 +187,66 @@ class IngestCore:
                 )
         self._loaded = True
 
-    def start(self) -> None:
+    async def run(self) -> None:
+        """The ingest loop, for the supervisor: it returns only when `stop()` asks."""
         if not self._loaded:
             self.load_state()
-        self._task = asyncio.create_task(self._run(), name="hub-ingest")
+        self._task = asyncio.current_task()
+        await self._run()
 
-    async def stop(self) -> None:
-        """Finish the batch in hand (commit + ack), then stop taking new ones."""
+    async def stop(self, grace: float = 10.0) -> None:
+        """Finish the batch in hand (commit + ack), then stop taking new ones.
+
+        A batch that cannot be committed (the store is failing) is given `grace` seconds,
+        then left unacknowledged: the broker delivers it again at the next start.
+        """
         self._stopping = True
-        if self._task is not None:
+        task = self._task
+        if task is not None and not task.done():
             if not self._busy:
-                self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._executor.shutdown(wait=True)
+                task.cancel()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), grace)
+            except TimeoutError:
+                log.error(
+                    "Stopping with %d messages not committed (%s); the broker delivers them "
+                    "again at the next start", self.in_hand, self.stall.reason if self.stall else "busy",
+                )  # fmt: skip
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    def health(self) -> dict[str, str]:
+        """ok, or degraded with the reason (the store part of /api/health and `hub status`)."""
+        waiting = self.connection.pending() + self.in_hand
+        if self.stall is not None:
+            since = time.time() - self.stall.since
+            return {
+                "status": "degraded",
+                "reason": f"{self.stall.reason}; {waiting:,} messages waiting, retrying for {since:.0f} s",
+            }
+        idle = time.monotonic() - self.last_commit_at
+        if waiting and idle > 30 and not self._busy:
+            return {
+                "status": "degraded",
+                "reason": f"ingest stalled: no commit for {idle:.0f} s with {waiting:,} messages waiting",
+            }
+        return {"status": "ok", "reason": ""}
 
     def _reject(self, batch: Batch, message: Message, reason: str, detail: str) -> None:
         count = self.stats.rejected[reason] = self.stats.rejected[reason] + 1
         batch.dead_letters.append(
-            DeadLetter(message.received_ms, "mqtt", message.topic, reason, detail, message.payload)
+            DeadLetter(
+                message.received_ms,
+                "mqtt",
+                message.topic,
+                reason,
+                detail,
+                message.payload,
+                retained=message.retain,
+            )
         )
         if count == 1:  # the first of a kind is news; the rest are counted
             log.warning("Rejected a message on %r: %s", message.topic[:200], detail)
@@ -165,6 +257,7 @@ class IngestCore:
             try:
                 result = run(deriver)
             except Exception:
+                self.stats.deriver_failures += 1
                 log.exception("Deriver %r failed; its outputs for this batch are skipped", deriver)
                 continue
             derived.extend(result.readings)
@@ -177,34 +270,141 @@ class IngestCore:
         batch = Batch()
         self._derive(batch, lambda d: d.tick(now_ms))
         if batch.readings or batch.writes:
-            result = self.store.commit(batch)
+            result = self._commit_retrying_sync(batch)
             self.stats.readings_stored += result.stored
         return Committed(batch.readings, [], [], time.time_ns() // 1_000_000)
 
+    @property
+    def listeners(self) -> list[Listener]:
+        return self.feed.listeners
+
     def notify(self, committed: Committed) -> None:
-        for listener in self.listeners:
-            try:
-                listener(committed)
-            except Exception:
-                log.exception("Ingest listener %r failed", listener)
+        self.feed.publish(committed)
 
     async def call(self, fn: Callable[..., T], *args: object) -> T:
         """Run `fn` in the store thread (rollups, retention, replays share the writer)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await self.writer.call(fn, *args)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while not self._stopping:
-            batch = await self.connection.next_batch(self.batch_max)
+            batch = await self.connection.next_batch(self.batch_max, self.batch_wait)
             # While busy, stop() waits instead of cancelling: the batch in hand commits and is acked.
             self._busy = True
-            committed = await loop.run_in_executor(self._executor, self.process, batch)
+            self.in_hand = len(batch)
+            prepared = await self.writer.call(self.prepare, batch)
+            committed = await self._commit_retrying(prepared)
+            if committed is None:  # stopping while the store fails: not acked, redelivered later
+                return
             self.connection.ack(batch)
-            self.notify(committed)
+            self.in_hand = 0
             self._busy = False
+            self.notify(committed)
+
+    async def _commit_retrying(self, prepared: Prepared) -> Committed | None:
+        """Commit, retrying with backoff while the store fails; never drops the batch."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.writer.call(self.commit, prepared)
+            except (sqlite3.Error, OSError) as exc:
+                self._failing(exc)
+                if self._stopping and attempt >= 3:
+                    return None
+                await asyncio.sleep(self.retry.delay(attempt))
+
+    def _commit_retrying_sync(self, batch: Batch) -> CommitResult:
+        """Store thread: a maintenance commit (derivation ticks) that waits out a failing store."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self._check_free_space()
+                result = self.store.commit(batch)
+                self._recovered()
+                return result
+            except (sqlite3.Error, OSError) as exc:
+                self._failing(exc)
+                if self._stopping:
+                    raise
+                time.sleep(self.retry.delay(attempt))
+
+    def _failing(self, exc: BaseException) -> None:
+        reason = describe_store_error(exc)
+        stall = self.stall
+        now = time.monotonic()
+        if stall is None:
+            self.stall = Stall(reason, time.time())
+            self.stats.commit_failures += 1
+            log.error(
+                "Store commit failed: %s. Nothing is acknowledged until it is stored; retrying",
+                reason,
+            )
+            return
+        stall.attempts += 1
+        self.stats.commit_failures += 1
+        if reason != stall.reason:
+            stall.reason = reason
+            log.error("Store commit still failing, now: %s", reason)
+        elif now - stall.last_reminder >= 60:
+            stall.last_reminder = now
+            log.error(
+                "Store commit failing for %.0f s (%s); %d messages waiting",
+                time.time() - stall.since, reason, self.connection.pending() + self.in_hand,
+            )  # fmt: skip
+
+    def _recovered(self) -> None:
+        self.last_commit_at = time.monotonic()
+        stall = self.stall
+        if stall is not None:
+            self.stall = None
+            log.warning(
+                "Store commits work again after %.1f s and %d attempts; catching up with %d waiting",
+                time.time() - stall.since, stall.attempts, self.connection.pending(),
+            )  # fmt: skip
+
+    def _check_free_space(self) -> None:
+        """The low-disk guard: refuse a commit before the disk is full, so the store never
+        ends half-written. statvfs is cheap, but once a second is enough."""
+        if not self.min_free_bytes:
+            return
+        checked_at, free = self._free_checked
+        now = time.monotonic()
+        if now - checked_at >= 1.0 or free < self.min_free_bytes * 2:
+            free = shutil.disk_usage(self.store.path.parent).free
+            self._free_checked = (now, free)
+        if free < self.min_free_bytes:
+            raise StoreFull(
+                f"disk nearly full: {free / 1e6:.1f} MB free where the store lives, below "
+                f"store.min_free ({self.min_free_bytes / 1e6:.0f} MB); free some space"
+            )
 
     def process(self, messages: Sequence[Message]) -> Committed:
-        """Decode, derive and commit one batch (store thread). Never raises on bad input."""
+        """Decode, derive and commit one batch (store thread), without retrying."""
+        return self.commit(self.prepare(messages))
+
+    def commit(self, prepared: Prepared) -> Committed:
+        """Commit a prepared batch (store thread). Raises when the store fails; the caller
+        retries the same prepared batch (decoding and derivations are not run twice)."""
+        batch = prepared.batch
+        self._check_free_space()
+        started = time.perf_counter()
+        result = self.store.commit(batch)
+        self._recovered()
+        stats = self.stats
+        stats.last_commit_ms = (time.perf_counter() - started) * 1000
+        stats.messages += prepared.messages
+        stats.batches += 1
+        stats.last_batch_size = prepared.messages
+        stats.readings_stored += result.stored
+        stats.duplicates += result.duplicates
+        stats.events += result.events
+        committed_ms = time.time_ns() // 1_000_000
+        stats.age_at_commit.extend(committed_ms - stamp for stamp in prepared.own_stamps)
+        return Committed(batch.readings, batch.events, batch.availability, committed_ms)
+
+    def prepare(self, messages: Sequence[Message]) -> Prepared:
+        """Decode and derive one batch (store thread). Never raises on bad input."""
         now_ms = time.time_ns() // 1_000_000
         batch = Batch()
         router = self.router
@@ -250,34 +450,16 @@ class IngestCore:
                 if message.qos:
                     digest = message_digest(message.topic, message.payload)
                     batch.receipts.append((message.mid, digest, stamp))
-            if decoded.readings:
-                batch.readings.extend(decoded.readings)
-            if decoded.events:
-                batch.events.extend(decoded.events)
-            if decoded.availability:
-                batch.availability.extend(decoded.availability)
-            if decoded.devices:
-                batch.devices.extend(decoded.devices)
-            for found in decoded.discoveries:
-                if found.entity is not None:
-                    entity_json = orjson.dumps(dataclasses.asdict(found.entity)).decode()
-                    batch.entities.append(
-                        (found.entity.state_topic, found.config_topic, entity_json)
-                    )
-                else:
-                    batch.entities.append(("", found.config_topic, None))
+            batch.add(decoded)
         if self.derivers and batch.readings:
             self._derive(batch, lambda d: d.derive(batch.readings))
-        started = time.perf_counter()
-        result = store.commit(batch)
-        stats = self.stats
-        stats.last_commit_ms = (time.perf_counter() - started) * 1000
-        stats.messages += len(messages)
-        stats.batches += 1
-        stats.last_batch_size = len(messages)
-        stats.readings_stored += result.stored
-        stats.duplicates += result.duplicates
-        stats.events += result.events
-        committed_ms = time.time_ns() // 1_000_000
-        stats.age_at_commit.extend(committed_ms - stamp for stamp in own_stamps)
-        return Committed(batch.readings, batch.events, batch.availability, committed_ms)
+        return Prepared(batch, len(messages), own_stamps)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A decoded and derived batch, ready to commit (and to commit again after a failure)."""
+
+    batch: Batch
+    messages: int
+    own_stamps: list[int]

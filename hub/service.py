@@ -8,10 +8,10 @@ smaller hub from the same parts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -27,8 +27,11 @@ from hub.components import Component, build_all
 from hub.config import HubConfig
 from hub.derive.pipeline import Derivations, DeriveConfig
 from hub.ingest import IngestCore
+from hub.ports import CommittedFeed, Ports, StoreReader
+from hub.runtime import Supervisor
 from hub.sources.simulate import Simulation, SimulatorPublisher, run_live, simulated_vehicle
-from hub.store.sqlite import Store
+from hub.store.sqlite import DeadLetterLimits, Store
+from hub.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -36,24 +39,35 @@ STATUS_FILE = "status.json"
 
 
 class Hub:
-    def __init__(self, config: HubConfig) -> None:
+    def __init__(self, config: HubConfig, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path
         self.broker: ManagedBroker | None = None
         self.store: Store | None = None
+        self.writer: StoreWriter | None = None
         self.connection: MqttConnection | None = None
         self.ingest: IngestCore | None = None
+        self.ports: Ports | None = None
         self.started_at = time.time()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.stop_requested = asyncio.Event()
+        self.supervisor = Supervisor(self._fatal)
         self._sim_thread: threading.Thread | None = None
         self._sim_stop = threading.Event()
         self._last_rate_sample: tuple[float, int] = (time.monotonic(), 0)
         self.message_rate = 0.0
         self.ready = asyncio.Event()
         self.components: list[Component] = []
+        self._status_error: str | None = None
+        self._published_health: bytes | None = None
 
     @property
     def status_path(self) -> Path:
         return self.config.data_dir / STATUS_FILE
+
+    def _fatal(self, reason: str) -> None:
+        """A task the hub cannot run without has failed: stop, and exit non-zero."""
+        log.error("Stopping the hub: %s", reason)
+        self.stop_requested.set()
 
     async def start(self) -> None:
         config = self.config
@@ -61,16 +75,33 @@ class Hub:
         if config.broker.is_managed:
             self.broker = ManagedBroker(config.broker.managed, config.data_dir)
             await self.broker.start()
-        self.store = Store(config.store_path, config.store.synchronous)
+        store_config = config.store
+        self.store = await asyncio.to_thread(
+            Store,
+            config.store_path,
+            store_config.synchronous,
+            check_seconds=store_config.check_timeout,
+            busy_timeout=store_config.busy_timeout,
+            dead_letters=DeadLetterLimits(
+                int(store_config.dead_letters.max_payload),
+                int(store_config.dead_letters.max_bytes),
+                store_config.dead_letters.retention,
+            ),
+        )
+        self.writer = StoreWriter(self.store)
         router = Router(config)
         self.connection = MqttConnection(config.broker, router.subscriptions())
         self.derivations = Derivations(self._derive_config())
+        feed = CommittedFeed()
         self.ingest = IngestCore(
             self.connection,
-            self.store,
+            self.writer,
             router,
             batch_max=config.ingest.batch_max,
+            batch_wait=config.ingest.batch_wait,
             derivers=[self.derivations],
+            min_free_bytes=int(store_config.min_free),
+            feed=feed,
         )
         self.ingest.load_state()
         self.connection.start(asyncio.get_running_loop())
@@ -84,12 +115,23 @@ class Hub:
                 port,
                 reason,
             )
-        self.ingest.start()
-        self.components = build_all(self)
+        self.supervisor.spawn("ingest", self.ingest.run)  # not restartable: its batch is in hand
+        self.ports = Ports(
+            config=config,
+            publisher=self.connection,
+            committed=feed,
+            writer=self.writer,
+            reader=StoreReader(config.store_path),
+            decoder=router,
+            status=self.status,
+            spawn=self.supervisor.spawn,
+            find=self.component,
+        )
+        self.components = build_all(self.ports)
         for component in self.components:
             await component.start()
-        self._tasks.append(asyncio.create_task(self._status_loop(), name="hub-status"))
-        self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="hub-maintenance"))
+        self.supervisor.spawn("status", self._status_loop, restart=True)
+        self.supervisor.spawn("maintenance", self._maintenance_loop, restart=True)
         if config.simulate.enabled:
             self._start_simulator(host, port)
         self.ready.set()
@@ -100,6 +142,9 @@ class Hub:
             "'hub query pm2_5 --since 10m', 'hub query pack_voltage --device buggy --since 5m'.",
             "mqtts" if tls else "mqtt", host, port, " (managed)" if self.broker else "", config.store_path,
         )  # fmt: skip
+
+    def component(self, name: str) -> Component | None:
+        return next((c for c in self.components if c.name == name), None)
 
     def _derive_config(self) -> DeriveConfig:
         """The demo's buggies are known vehicles: give them the simulator's pack and gearing
@@ -124,7 +169,7 @@ class Hub:
         broker = self.config.broker
         publisher = SimulatorPublisher(
             host, port, client_id=f"{self.connection.client_id if self.connection else 'hub'}-sim",
-            username=broker.username, password=broker.password.get_secret_value() if broker.password else None,
+            broker=broker,
         )  # fmt: skip
 
         def run() -> None:
@@ -145,30 +190,79 @@ class Hub:
         )
 
     async def stop(self) -> None:
-        """Ordered shutdown: simulator, ingest (commit + ack the batch in hand), offline, broker."""
+        """Ordered shutdown that always completes: simulator, components, ingest (commit + ack
+        the batch in hand), offline, store, broker. A step that fails is logged and skipped."""
+        self.supervisor.begin_stop()
         self._sim_stop.set()
         for component in reversed(self.components):
             try:
-                await component.stop()
+                await asyncio.wait_for(component.stop(), 30)
             except Exception:
                 log.exception("Stopping %s failed", component.name)
         if self._sim_thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._sim_thread.join, 10)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.supervisor.cancel("status")
+        await self.supervisor.cancel("maintenance")
         if self.ingest is not None:
-            await self.ingest.stop()
+            try:
+                await self.ingest.stop()
+            except Exception:
+                log.exception("Stopping ingest failed")
+        await self.supervisor.stop()
         if self.connection is not None:
-            self.connection.stop(offline=True)
+            try:
+                self.connection.stop(offline=True)
+            except Exception:
+                log.exception("Closing the MQTT connection failed")
         self.write_status("stopped")
-        if self.store is not None:
+        if self.writer is not None:
+            try:
+                await asyncio.to_thread(self.writer.close)
+            except Exception:
+                log.exception("Closing the store failed")
+        elif self.store is not None:
             self.store.close()
         if self.broker is not None:
-            await self.broker.stop()
-        log.info("Hub stopped")
+            try:
+                await self.broker.stop()
+            except Exception:
+                log.exception("Stopping the managed broker failed")
+        if self.supervisor.failure:
+            log.error("Hub stopped after a failure: %s", self.supervisor.failure)
+        else:
+            log.info("Hub stopped")
+
+    def health(self, status: dict[str, Any]) -> dict[str, Any]:
+        """Each part's health and the whole: degraded as soon as one part is."""
+        parts: dict[str, dict[str, str]] = {}
+        connection = self.connection
+        if connection is not None:
+            if connection.connected:
+                parts["broker"] = {"status": "ok", "reason": ""}
+            else:
+                why = connection.stats.last_error or connection.state.value
+                parts["broker"] = {
+                    "status": "degraded",
+                    "reason": f"MQTT broker not connected: {why}",
+                }
+        if self.ingest is not None:
+            parts["store"] = self.ingest.health()
+        if self._status_error:
+            parts["status_file"] = {"status": "degraded", "reason": self._status_error}
+        for name, section in status.items():
+            if isinstance(section, dict) and isinstance(section.get("health"), dict):
+                parts[name] = section["health"]
+        failed_tasks = [
+            f"task {name} {'stopped' if not s['running'] else 'restarted'} after "
+            f"{s['restarts']} restarts (last error: {s['last_error'] or 'none'})"
+            for name, s in self.supervisor.status().items()
+            if not self.supervisor.stopping
+            and (not s["running"] or (s["restarts"] and s["last_error"]))
+        ]
+        if failed_tasks:
+            parts["tasks"] = {"status": "degraded", "reason": "; ".join(failed_tasks)}
+        reasons = [f"{name}: {p['reason']}" for name, p in parts.items() if p.get("status") != "ok"]
+        return {"status": "degraded" if reasons else "ok", "reasons": reasons, "parts": parts}
 
     def status(self, state: str = "running") -> dict[str, Any]:
         connection, ingest = self.connection, self.ingest
@@ -179,12 +273,15 @@ class Hub:
             self.message_rate = (received - last_n) / (now - last_t)
             self._last_rate_sample = (now, received)
         host, port, tls = self.config.broker.host_port_tls
-        return {
+        store = self.store
+        data: dict[str, Any] = {
             "version": __version__,
             "state": state,
             "pid": os.getpid(),
             "started_at": self.started_at,
             "updated_at": time.time(),
+            "config_path": str(self.config_path.resolve()) if self.config_path else None,
+            "data_dir": str(self.config.data_dir.resolve()),
             "broker": {
                 "url": f"{'mqtts' if tls else 'mqtt'}://{host}:{port}",
                 "managed": self.config.broker.is_managed,
@@ -201,68 +298,102 @@ class Hub:
             "ingest": {
                 **(ingest.stats.as_dict() if ingest else {}),
                 "messages_per_s": round(self.message_rate, 1),
+                "in_hand": ingest.in_hand if ingest else 0,
             },
             "store": {
                 "path": str(self.config.store_path),
-                "size_bytes": self.store.size_bytes() if self.store else 0,
+                "size_bytes": store.size_bytes() if store else 0,
+                "dead_letters": store.dead_letter_totals() if store else {},
             },
+            "tasks": self.supervisor.status(),
             **{c.name: c.status() for c in self.components},
         }
+        data["health"] = self.health(data)
+        return data
 
-    def write_status(self, state: str = "running") -> None:
+    def write_status(self, state: str = "running") -> dict[str, Any] | None:
+        try:
+            status = self.status(state)
+        except Exception:
+            log.exception("Building the status failed")
+            return None
         try:
             tmp = self.status_path.with_suffix(".tmp")
-            tmp.write_bytes(orjson.dumps(self.status(state), option=orjson.OPT_INDENT_2))
+            tmp.write_bytes(orjson.dumps(status, option=orjson.OPT_INDENT_2))
             tmp.replace(self.status_path)
+            if self._status_error is not None:
+                log.warning("%s is written again", self.status_path)
+                self._status_error = None
         except OSError as exc:
-            log.warning("Cannot write %s: %s", self.status_path, exc)
+            if self._status_error is None:  # once per episode, not every 2 s
+                log.warning("Cannot write %s: %s", self.status_path, exc)
+            self._status_error = f"cannot write {self.status_path.name}: {exc.strerror or exc}"
+        return status
 
     async def _status_loop(self) -> None:
         prefix = self.config.broker.topic_prefix
         while True:
-            try:
-                self.write_status()
-                if (
-                    self.config.status.publish_stats
-                    and self.connection
-                    and self.connection.connected
-                ):
-                    self.connection.publish(
-                        f"{prefix}/stats", orjson.dumps(self.status()), qos=0, retain=False
-                    )
-            except Exception:  # reporting must never stop; the next round tries again
-                log.exception("Status report failed")
+            status = self.write_status()
+            connection = self.connection
+            if status is not None and connection is not None and connection.connected:
+                health = status["health"]
+                payload = orjson.dumps({"status": health["status"], "reasons": health["reasons"]})
+                if payload != self._published_health:
+                    # Retained: a dashboard or automation that subscribes later sees it at once.
+                    connection.publish(f"{prefix}/health", payload, qos=1, retain=True)
+                    self._published_health = payload
+                if self.config.status.publish_stats:
+                    connection.publish(f"{prefix}/stats", orjson.dumps(status), qos=0, retain=False)
             await asyncio.sleep(self.config.status.interval)
 
     async def _maintenance_loop(self) -> None:
         retention = self.config.store.retention
         last_retention = 0.0
-        assert self.ingest is not None and self.store is not None
-        store = self.store
+        assert self.ingest is not None and self.store is not None and self.writer is not None
+        store, writer, ingest = self.store, self.writer, self.ingest
+        failing = False
         while True:
             await asyncio.sleep(self.config.store.rollup_interval)
             now_ms = int(time.time() * 1000)
             raw_cutoff = now_ms - int(retention.raw * 1000) if retention.raw else 0
-            # Same thread as the ingest commits: the writer connection stays single-threaded.
-            self.ingest.notify(await self.ingest.call(self.ingest.tick, now_ms))
-            # A few series per call: ingest batches commit in between, so a rollup never
-            # holds the store thread (and every reading's latency) for long.
-            for _ in range(256):  # at most 1,024 series a round; the rest waits for the next
-                if not await self.ingest.call(store.rollup, raw_cutoff, 4):
-                    break
-            if time.monotonic() - last_retention >= self.config.store.maintenance_interval:
-                last_retention = time.monotonic()
-                deleted = await self.ingest.call(
-                    store.apply_retention, now_ms, retention.raw, retention.minute, retention.hour
-                )
-                if any(deleted.values()):
-                    log.info("Retention removed %s", deleted)
+            try:
+                # Same thread as the ingest commits: the writer connection stays single-threaded.
+                ingest.notify(await writer.call(ingest.tick, now_ms))
+                # A few series per call: ingest batches commit in between, so a rollup never
+                # holds the store thread (and every reading's latency) for long.
+                for _ in range(256):  # at most 1,024 series a round; the rest waits for the next
+                    if not await writer.call(store.rollup, raw_cutoff, 4):
+                        break
+                await writer.call(store.checkpoint)
+                if time.monotonic() - last_retention >= self.config.store.maintenance_interval:
+                    last_retention = time.monotonic()
+                    deleted = await writer.call(
+                        store.apply_retention,
+                        now_ms,
+                        retention.raw,
+                        retention.minute,
+                        retention.hour,
+                    )
+                    deleted["dead_letters"] = await writer.call(store.expire_dead_letters, now_ms)
+                    if any(deleted.values()):
+                        log.info("Retention removed %s", deleted)
+                if failing:
+                    log.info("Store maintenance works again")
+                    failing = False
+            except (sqlite3.Error, OSError) as exc:
+                # The ingest side reports a failing store; maintenance waits for the next round.
+                if not failing:
+                    log.warning("Store maintenance skipped: %s; trying again next round", exc)
+                failing = True
 
 
-async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
-    hub = Hub(config)
+async def run_hub(config: HubConfig, stop: asyncio.Event, config_path: Path | None = None) -> int:
+    """Run until `stop` is set or a vital task fails; the exit code (0, or 1 after a failure)."""
+    hub = Hub(config, config_path)
+    hub.stop_requested = stop
     try:
         await hub.start()
         await stop.wait()
     finally:
         await hub.stop()
+    return 1 if hub.supervisor.failure else 0

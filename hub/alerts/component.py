@@ -1,9 +1,10 @@
 """The "alerts" component of `hub run`: engine + Home Assistant discovery + REST events.
 
-Fed by the ingest core's listeners (after every commit: readings and availability), ticked for
+Fed by the committed-batch port (after every commit: readings and availability), ticked for
 `for:` durations, staleness and silences. The engine's transitions go to the alert
 binary_sensors (MQTT) and to the REST notifier. The engine is `component.engine` (the web API
-reaches it as `next(c for c in hub.components if c.name == "alerts").engine`).
+reaches it through the `find` port: `ports.find("alerts").engine`). Alert rows are written
+through the store writer port, like every other write of the hub.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from hub.alerts.engine import AlertEngine, Transition
 from hub.alerts.packs import effective_rules
 from hub.alerts.store import AlertStore
 from hub.ingest import Committed
-from hub.store.sqlite import connect
+from hub.store.reader import ReadStore
 
 if TYPE_CHECKING:
     from hub.ha.discovery import DeviceMeta, DiscoveryPublisher
     from hub.ha.rest import RestNotifier
-    from hub.service import Hub
+    from hub.ports import Ports
 
 log = logging.getLogger(__name__)
 
@@ -33,45 +34,36 @@ def read_known(path: Any) -> tuple[list[tuple[str, str, int]], list[DeviceMeta]]
     from hub.ha.discovery import DeviceMeta
 
     try:
-        conn = connect(path, readonly=True)
+        store = ReadStore(path)
     except Exception as exc:  # no store yet on a first start
         log.debug("No store to read known series from: %s", exc)
         return [], []
     try:
-        series = [
-            (d, m, int(ts or 0))
-            for d, m, ts in conn.execute("SELECT device, metric, max(last_ts) FROM series GROUP BY device, metric")
-        ]  # fmt: skip
-        devices = [
-            DeviceMeta(name, manufacturer, model, sw, tuple(i for i in (ids or "").split(",") if i), kind)
-            for name, manufacturer, model, sw, ids, kind in conn.execute(
-                "SELECT name, manufacturer, model, sw_version, identifiers, kind FROM devices"
-            )
-        ]  # fmt: skip
-        return series, devices
+        devices = [DeviceMeta(*row) for row in store.device_identities()]
+        return store.known_series(), devices
     except Exception as exc:
         log.warning("Cannot read known series and devices: %s", exc)
         return [], []
     finally:
-        conn.close()
+        store.close()
 
 
 class AlertsComponent:
     name = "alerts"
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        config = hub.config
+    def __init__(self, ports: Ports) -> None:
+        self.ports = ports
+        config = ports.config
         self.config = config.alerts
         ha = config.homeassistant
-        self.store = AlertStore(config.store_path)
+        self.store = AlertStore(config.store_path, writer=ports.writer)
         self.engine = AlertEngine(effective_rules(self.config), self.store)
         self.discovery: DiscoveryPublisher | None = None
         self.rest: RestNotifier | None = None
         if ha.discovery.enabled:
             from hub.ha.discovery import DiscoveryPublisher, slug
 
-            main_id = hub.connection.client_id if hub.connection else "hub"
+            main_id = ports.publisher.client_id
             client_id = f"{main_id}-ha"[-64:]
             self.discovery = DiscoveryPublisher(
                 ha.discovery, config.broker, f"hub_{slug(main_id)}",
@@ -95,7 +87,7 @@ class AlertsComponent:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        series, devices = await asyncio.to_thread(read_known, self.hub.config.store_path)
+        series, devices = await asyncio.to_thread(read_known, self.ports.config.store_path)
         self._devices = {d.name: d for d in devices}
         for device, metric, last_ts in series:
             self.engine.prime(device, metric, last_ts)
@@ -110,9 +102,8 @@ class AlertsComponent:
         self.engine.subscribe(self._on_transition)
         if self.rest is not None:
             await self.rest.start()
-        assert self.hub.ingest is not None
-        self.hub.ingest.listeners.append(self._on_committed)
-        self._task = asyncio.create_task(self._tick_loop(), name="hub-alerts-tick")
+        self.ports.committed.subscribe(self._on_committed)
+        self._task = self.ports.spawn("alerts-tick", self._tick_loop, restart=True)
         log.info(
             "Alerts: %d rules, %d firing after start",
             len(self.engine.rules),
@@ -120,8 +111,7 @@ class AlertsComponent:
         )
 
     async def stop(self) -> None:
-        if self.hub.ingest is not None and self._on_committed in self.hub.ingest.listeners:
-            self.hub.ingest.listeners.remove(self._on_committed)
+        self.ports.committed.unsubscribe(self._on_committed)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -250,7 +240,7 @@ class AlertsComponent:
                 log.exception("Alert tick failed")
 
     async def _resync(self) -> None:
-        _, devices = await asyncio.to_thread(read_known, self.hub.config.store_path)
+        _, devices = await asyncio.to_thread(read_known, self.ports.config.store_path)
         fresh = {d.name: d for d in devices}
         if fresh != self._devices:
             self._devices = fresh
@@ -266,7 +256,7 @@ class AlertsComponent:
     def _publish_hub(self) -> None:
         assert self.discovery is not None
         try:
-            status = self.hub.status()
+            status = self.ports.status()
         except Exception:
             log.exception("Hub status for HA failed")
             return
@@ -300,8 +290,8 @@ def _derived() -> frozenset[str]:
     return DERIVED_METRICS
 
 
-def build(hub: Hub) -> AlertsComponent | None:
-    config = getattr(hub.config, "alerts", None)
+def build(ports: Ports) -> AlertsComponent | None:
+    config = getattr(ports.config, "alerts", None)
     if config is None or not config.enabled:
         return None
-    return AlertsComponent(hub)
+    return AlertsComponent(ports)

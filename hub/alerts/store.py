@@ -17,9 +17,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hub.store.sqlite import connect
+
+if TYPE_CHECKING:
+    from hub.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,23 +105,35 @@ _PLACEHOLDERS = ", ".join("?" for _ in fields(Alert))
 
 
 class AlertStore:
-    def __init__(self, path: Path, *, background: bool = True) -> None:
+    """Alert rows. In `hub run` it writes through the store writer (the store's one writer
+    thread and connection); the `hub alerts` CLI, a process of its own, opens the file itself."""
+
+    def __init__(
+        self, path: Path, *, background: bool = True, writer: StoreWriter | None = None
+    ) -> None:
         self.path = path
-        self._conn = connect(path, synchronous="normal")
-        self._conn.executescript(SCHEMA)
-        self._executor = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-alerts-db")
-            if background
-            else None
-        )
+        self._writer = writer
+        self._executor: ThreadPoolExecutor | None = None
+        if writer is not None:
+            self._conn = writer.connection  # its tables are created by the store's migration
+        else:
+            self._conn = connect(path, synchronous="normal")
+            self._conn.executescript(SCHEMA)
+            if background:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="hub-alerts-db"
+                )
         self.write_errors = 0
 
     # -- plumbing ------------------------------------------------------------------------------
 
     def _submit(self, fn: Callable[..., T], *args: Any) -> Future[T] | T:
-        if self._executor is None:
+        if self._writer is not None:
+            future = self._writer.submit(fn, *args)
+        elif self._executor is None:
             return fn(*args)
-        future = self._executor.submit(fn, *args)
+        else:
+            future = self._executor.submit(fn, *args)
         future.add_done_callback(self._log_failure)
         return future
 
@@ -137,6 +152,9 @@ class AlertStore:
         self._call(lambda: None)
 
     def close(self) -> None:
+        if self._writer is not None:
+            self.flush()  # the connection is the writer's; it closes it
+            return
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         self._conn.close()

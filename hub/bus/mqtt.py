@@ -24,13 +24,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from hub.bus.clients import new_client, no_delay
 from hub.config import BrokerConfig
+
+__all__ = ["ConnectionState", "Message", "MqttConnection", "MqttError", "no_delay"]
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +87,6 @@ class MqttStats:
     history: list[str] = field(default_factory=list)
 
 
-def no_delay(client: paho.Client, userdata: object, sock: object) -> None:
-    """paho's `on_socket_open`: switch Nagle's algorithm off on the broker connection.
-
-    paho writes each MQTT packet with its own send(). With Nagle on, the second of two
-    back-to-back packets (an alert's attributes, then its state; a batch of acks) waits for
-    the broker's TCP ack of the first, and a delayed ack holds it 40 ms: that was the whole
-    tail of the publish -> alert-state latency.
-    """
-    with contextlib.suppress(AttributeError, OSError):  # not a TCP socket (a unix socket, a test)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
-
-
 def default_client_id() -> str:
     return f"hub-{socket.gethostname()}"[:64]
 
@@ -138,36 +129,20 @@ class MqttConnection:
 
     def _make_client(self) -> paho.Client:
         v5 = self._protocol == MQTTProtocolVersion.MQTTv5
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
+        client = new_client(
+            self.client_id,
+            self.config,
             protocol=self._protocol,
             clean_session=None if v5 else False,
             manual_ack=True,
-            reconnect_on_failure=True,
         )
-        client.enable_logger(logging.getLogger("hub.bus.paho"))
         # Our own publishes (availability, stats, discovery) are few; keep paho's queue bounded.
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(
             max(1, int(self.config.reconnect_min)), max(1, int(self.config.reconnect_max))
         )
-        if self.config.username:
-            password = self.config.password.get_secret_value() if self.config.password else None
-            client.username_pw_set(self.config.username, password)
-        _, _, use_tls = self.config.host_port_tls
-        if use_tls:
-            tls = self.config.tls
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            client.tls_insecure_set(tls.insecure)
         client.will_set(self.availability_topic, OFFLINE, qos=1, retain=True)
-        client.on_socket_open = no_delay
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -414,8 +389,9 @@ class MqttConnection:
 
     # -- asyncio side ---------------------------------------------------------------------------
 
-    async def next_batch(self, limit: int) -> list[Message]:
-        """Up to `limit` messages; waits for at least one."""
+    async def next_batch(self, limit: int, wait_s: float = 0.0) -> list[Message]:
+        """Up to `limit` messages; waits for at least one, then (group commit) up to `wait_s`
+        after the oldest arrived for more, unless `limit` are already there."""
         inbox = self._inbox
         while not inbox:
             self._wakeup.clear()
@@ -424,6 +400,10 @@ class MqttConnection:
                 break
             await self._wakeup.wait()
         self._waiting = False
+        if wait_s > 0 and len(inbox) < limit:
+            remaining = wait_s - (time.time_ns() // 1_000_000 - inbox[0].received_ms) / 1000
+            if remaining > 0:
+                await asyncio.sleep(remaining)
         size = len(inbox)
         if size > self.stats.inbox_peak:
             self.stats.inbox_peak = size

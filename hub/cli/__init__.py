@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "influx": "hub.cli.influx:influx",
     "alerts": "hub.cli.alerts:alerts",
     "web": "hub.cli.web:web",
+    "store": "hub.cli.store:store_group",
 }
 
 
@@ -49,4 +50,10 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli(prog_name="hub")
+    from hub.store.sqlite import StoreError
+
+    try:
+        cli(prog_name="hub")
+    except StoreError as exc:  # a damaged, foreign or newer store: say what to do, no traceback
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(4) from None

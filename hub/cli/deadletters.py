@@ -8,8 +8,6 @@ InfluxDB points back in the outbox; either way the letter is marked replayed, no
 
 from __future__ import annotations
 
-import dataclasses
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -27,12 +25,10 @@ from hub.bus.router import Router
 from hub.cli.common import config_option, load_or_exit, parse_since
 from hub.config import HubConfig
 from hub.store import outbox
-from hub.store.sqlite import Batch, Store
+from hub.store.sqlite import Batch, Store, mark_replayed
 
 console = Console()
 SOURCES = click.Choice(["mqtt", "influx"])
-_COLUMNS = "id, received_ts, source, topic, reason, detail, length(payload), replayed_ts"
-_KEYS = ("id", "received_ts", "source", "topic", "reason", "detail", "payload_bytes", "replayed_ts")
 
 
 def _open(config: HubConfig) -> Store:
@@ -51,26 +47,7 @@ def _select(
     before_ms: int | None = None,
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    where: list[str] = ["1=1"]
-    args: list[Any] = []
-    if ids:
-        where.append(f"id IN ({','.join('?' * len(ids))})")
-        args += list(ids)
-    if source:
-        where.append("source = ?")
-        args.append(source)
-    if reason:
-        where.append("reason = ?")
-        args.append(reason)
-    if not include_replayed:
-        where.append("replayed_ts IS NULL")
-    if before_ms is not None:
-        where.append("received_ts < ?")
-        args.append(before_ms)
-    sql = f"SELECT {_COLUMNS} FROM dead_letters WHERE {' AND '.join(where)} ORDER BY id"
-    if limit is not None:
-        sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY id"
-    return [dict(zip(_KEYS, row, strict=True)) for row in store.conn.execute(sql, args)]
+    return store.find_dead_letters(ids, source, reason, include_replayed, before_ms, limit)
 
 
 def _fmt_ms(ms: int | None) -> str:
@@ -105,10 +82,7 @@ def list_cmd(
     store = _open(load_or_exit(config_path))
     try:
         rows = _select(store, (), source, reason, not pending, limit=limit)
-        counts = store.conn.execute(
-            "SELECT source, reason, count(*), sum(replayed_ts IS NULL) FROM dead_letters "
-            "GROUP BY 1, 2 ORDER BY 1, 2"
-        ).fetchall()
+        counts = store.dead_letter_summary()
     finally:
         store.close()
     if as_json:
@@ -168,31 +142,26 @@ def show(config_path: Path | None, letter_id: int, raw: bool) -> None:
 
 
 def _replay_mqtt(store: Store, router: Router, letter: dict[str, Any], now_ms: int) -> str:
-    row = store.conn.execute(
-        "SELECT payload FROM dead_letters WHERE id=?", (letter["id"],)
-    ).fetchone()
-    payload = bytes(row[0] or b"")
-    message = Message(letter["topic"] or "", payload, 0, 0, False, False, letter["received_ts"])
+    found = store.dead_letter(letter["id"])
+    if found is None:
+        return "gone (purged meanwhile)"
+    info, payload = found
+    if info["payload_truncated"]:
+        return (
+            f"not replayable: only the first {len(payload or b'')} of {info['payload_bytes']} "
+            "bytes were kept (store.dead_letters.max_payload)"
+        )
+    message = Message(
+        letter["topic"] or "", payload or b"", 0, 0, False, False, letter["received_ts"]
+    )
     try:
         decoded = router.decode(message, now_ms)
     except Rejected as exc:
         return f"still rejected ({exc.reason}: {exc.detail})"
     letter_id = letter["id"]
-    batch = Batch(
-        readings=decoded.readings,
-        events=decoded.events,
-        availability=decoded.availability,
-        devices=decoded.devices,
-    )
-    for found in decoded.discoveries:
-        if found.entity is not None:
-            entity_json = orjson.dumps(dataclasses.asdict(found.entity)).decode()
-            batch.entities.append((found.entity.state_topic, found.config_topic, entity_json))
-
-    def mark(conn: sqlite3.Connection) -> None:
-        conn.execute("UPDATE dead_letters SET replayed_ts=? WHERE id=?", (now_ms, letter_id))
-
-    batch.writes.append(mark)
+    batch = Batch()
+    batch.add(decoded)
+    batch.writes.append(lambda conn: mark_replayed(conn, [letter_id], now_ms))
     result = store.commit(batch)  # readings and the mark in one transaction
     return f"replayed: {result.stored} readings stored ({result.duplicates} already there), {result.events} events"
 
@@ -200,7 +169,7 @@ def _replay_mqtt(store: Store, router: Router, letter: dict[str, Any], now_ms: i
 def _replay_influx(store: Store, letter: dict[str, Any], now_ms: int) -> str:
     with store.transaction() as conn:
         queued = outbox.requeue(conn, letter["id"])
-        conn.execute("UPDATE dead_letters SET replayed_ts=? WHERE id=?", (now_ms, letter["id"]))
+        mark_replayed(conn, [letter["id"]], now_ms)
     return f"re-queued {queued} points to the InfluxDB outbox"
 
 
@@ -285,8 +254,7 @@ def purge(
             return
         if not yes and not click.confirm(f"Delete {len(letters)} dead letters?"):
             sys.exit(1)
-        with store.transaction() as conn:
-            conn.executemany("DELETE FROM dead_letters WHERE id=?", [(x["id"],) for x in letters])
+        store.delete_dead_letters([x["id"] for x in letters])
     finally:
         store.close()
     click.echo(f"Purged {len(letters)} dead letters.")

@@ -207,7 +207,12 @@ def list_devices(registry: DeviceRegistry, as_json: bool) -> None:
 @_registry_options
 def remove(registry: DeviceRegistry, name: str, broker_url: str | None, settle: float) -> None:
     """Revoke NAME's MQTT login and forget its secrets."""
-    cleared = registry.remove(name, broker_url=broker_url, settle=settle)
+    # The TLS settings (broker.tls: ca_file, client certificate) come from hub.yaml, if any.
+    from hub.cli.common import load_or_exit, resolve_config_path
+
+    config_path = resolve_config_path(None)
+    broker = load_or_exit(config_path).broker if config_path is not None else None
+    cleared = registry.remove(name, broker_url=broker_url, settle=settle, broker=broker)
     click.echo(f"Removed {name}: its MQTT login, ACL and secrets are gone.")
     if broker_url is not None:
         click.echo(f"Cleared {len(cleared)} retained discovery topic(s) of {name} on {broker_url}.")

@@ -13,9 +13,10 @@ import click
 
 from hub.bus.broker import BrokerError
 from hub.bus.mqtt import MqttConnectError
-from hub.cli.common import config_option, load_or_exit
+from hub.cli.common import config_option, load_or_exit, resolve_config_path
 from hub.logs import setup_logging
 from hub.service import run_hub
+from hub.store.sqlite import StoreError
 
 log = logging.getLogger("hub")
 
@@ -44,7 +45,11 @@ def run(
     data_dir: Path | None,
     broker_url: str | None,
 ) -> None:
-    """Run the hub: ingest, store, and (with --simulate) a demo feed."""
+    """Run the hub: ingest, store, and (with --simulate) a demo feed.
+
+    Exit codes: 0 stopped on request, 1 a vital task failed (the log says which),
+    3 the MQTT broker cannot be used, 4 the store cannot be opened (damaged, foreign, newer).
+    """
     overrides: dict[tuple[str, ...], object] = {}
     if simulate is not None:
         overrides[("simulate", "enabled")] = simulate
@@ -58,18 +63,23 @@ def run(
     # them); the default threshold of 700 ran a collection every few messages.
     gc.set_threshold(20_000, 50, 1000)
 
-    async def main() -> None:
+    async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_hub(config, stop)
+        return await run_hub(config, stop, resolve_config_path(config_path))
 
     try:
-        asyncio.run(main())
+        code = asyncio.run(main())
+    except StoreError as exc:
+        log.error("Cannot open the store: %s", exc)
+        sys.exit(4)
     except BrokerError as exc:
         log.error("%s", exc)
         sys.exit(3)
     except MqttConnectError as exc:
         log.error("Cannot connect to the MQTT broker: %s", exc)
         sys.exit(3)
+    if code:
+        sys.exit(code)

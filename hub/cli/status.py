@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import time
+import urllib.error
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from rich.table import Table
 
 from hub.cli.common import config_option, load_or_exit, parse_since, store_path_or_exit
 from hub.service import STATUS_FILE
-from hub.store.sqlite import Store
+from hub.store.sqlite import Store, connect
 
 console = Console()
 
@@ -37,6 +40,37 @@ def _fmt_ts(ms: int | float | None) -> str:
     return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _read_counts(path: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """Counts from a read-only connection: `hub status` never writes the store."""
+    conn = connect(path, readonly=True)
+    try:
+        counts = {
+            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("series", "samples", "events", "dead_letters", "devices")
+        }
+        dead = dict(conn.execute("SELECT reason, count(*) FROM dead_letters GROUP BY reason"))
+        return counts, dead
+    finally:
+        conn.close()
+
+
+def _ask_health(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The running hub's /api/health over loopback, when its status file is stale."""
+    port = (data.get("web") or {}).get("port")
+    if not port:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
+            return dict(orjson.loads(r.read()))
+    except urllib.error.HTTPError as exc:
+        try:
+            return dict(orjson.loads(exc.read()))
+        except ValueError:
+            return None
+    except (OSError, ValueError):
+        return None
+
+
 @click.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
@@ -50,13 +84,22 @@ def status(config_path: Path | None, as_json: bool) -> None:
     running = bool(data) and data.get("state") == "running" and _alive(int(data.get("pid", 0)))
     counts: dict[str, int] = {}
     dead: dict[str, int] = {}
+    store_error = None
     if config.store_path.exists():
-        store = Store(config.store_path)
         try:
-            counts = store.counts()
-            dead = store.dead_letter_counts()
-        finally:
-            store.close()
+            counts, dead = _read_counts(config.store_path)
+        except sqlite3.DatabaseError as exc:
+            store_error = f"cannot read the store ({exc}); run 'hub store check'"
+    live_health = None
+    if running and data:
+        stale = time.time() - float(data.get("updated_at", 0))
+        if stale > max(10.0, 5 * config.status.interval):
+            # status.json is not being written (a full disk does that): ask the hub itself.
+            live_health = _ask_health(data) or {
+                "status": "degraded",
+                "reasons": [f"status file not updated for {stale:.0f} s (is the disk full?)"],
+            }
+            data["health"] = live_health
     if as_json:
         click.echo(
             orjson.dumps(
@@ -66,6 +109,8 @@ def status(config_path: Path | None, as_json: bool) -> None:
         )
         return
     if not data:
+        if store_error:
+            console.print(f"[red]Store {config.store_path}: {store_error}[/]")
         console.print(
             f"The hub has not run with data_dir {config.data_dir} yet. Start it with [bold]hub run[/]."
         )
@@ -81,6 +126,15 @@ def status(config_path: Path | None, as_json: bool) -> None:
     table.add_row(
         "Hub", f"{state} (pid {data['pid']}, status {age:.0f} s old, version {data['version']})"
     )
+    health = data.get("health") or {}
+    if running and health:
+        if health.get("status") == "ok":
+            table.add_row("Health", "[green]ok[/]")
+        else:
+            reasons = health.get("reasons") or ["unknown"]
+            table.add_row("Health", "[bold red]degraded[/]: " + "\n".join(reasons))
+    if store_error:
+        table.add_row("Store", f"[red]{store_error}[/]")
     table.add_row(
         "Broker",
         f"{broker['url']} {'(managed)' if broker['managed'] else ''} - {broker['state']}, MQTT {broker.get('protocol') or '?'}, {broker.get('connects', 0)} connects",

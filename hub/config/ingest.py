@@ -74,6 +74,12 @@ class IngestConfig(ConfigModel):
     batch_max: int = Field(
         5000, ge=1, le=100000, description="Most messages committed in one store transaction."
     )
+    batch_wait: Duration = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Group commit: after the first message of a batch arrives, wait up to this long for more before committing (0 commits at once).",
+    )
     max_topic_levels: int = Field(
         8, ge=2, le=32, description="Topics deeper than this are refused ('invalid_topic')."
     )

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from hub.config.base import ConfigModel, Duration
+from hub.config.base import ByteSize, ConfigModel, Duration
 
 
 class RetentionConfig(ConfigModel):
@@ -15,6 +15,24 @@ class RetentionConfig(ConfigModel):
     raw: Duration = Field(30 * 86400.0, description="Raw samples.")
     minute: Duration = Field(365 * 86400.0, description="1-minute rollups (min/max/mean/count).")
     hour: Duration = Field(0.0, description="1-hour rollups; 0 keeps them forever.")
+
+
+class DeadLettersConfig(ConfigModel):
+    """Bounds on what refused messages may take on disk: any publisher can send them."""
+
+    max_payload: ByteSize = Field(
+        65536,
+        ge=0,
+        description="Payloads larger than this keep only their first bytes, with the full length and SHA-256 (such a letter cannot be replayed).",
+    )
+    max_bytes: ByteSize = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="All kept payloads together; past it the oldest dead letters are dropped (counted in `hub status`).",
+    )
+    retention: Duration = Field(
+        30 * 86400.0, description="Dead letters older than this are deleted; 0 keeps them."
+    )
 
 
 class StoreConfig(ConfigModel):
@@ -33,4 +51,23 @@ class StoreConfig(ConfigModel):
     )
     retention: RetentionConfig = Field(
         default_factory=RetentionConfig, description="Retention per resolution."
+    )
+    min_free: ByteSize = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Low-disk guard: below this much free space where the store lives, commits pause (nothing is acknowledged, health says why) until space is freed; 0 turns the guard off.",
+    )
+    busy_timeout: Duration = Field(
+        10.0,
+        ge=0.1,
+        le=600,
+        description="How long one commit waits for another process's lock on the store (a backup, the sqlite3 shell) before it is retried; the hub keeps retrying and says so in health.",
+    )
+    check_timeout: Duration = Field(
+        10.0,
+        ge=0,
+        description="At start, the quick integrity check stops after this long on a large store (then run 'hub store check'); 0 checks without a limit.",
+    )
+    dead_letters: DeadLettersConfig = Field(
+        default_factory=DeadLettersConfig, description="Bounds on dead letters."
     )

@@ -43,13 +43,13 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import MQTTProtocolVersion
 
 from hub import __version__
 from hub.alerts.engine import Transition
 from hub.alerts.rules import Rule
 from hub.alerts.store import Alert
-from hub.bus.mqtt import no_delay
+from hub.bus.clients import new_client
 from hub.config import BrokerConfig
 from hub.ha.settings import DiscoverySettings
 from hub.model import CATALOG
@@ -292,26 +292,10 @@ class DiscoveryPublisher:
     # -- MQTT ---------------------------------------------------------------------------
 
     def _make_client(self, client_id: str) -> paho.Client:
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         broker = self.broker
-        if broker.username:
-            password = broker.password.get_secret_value() if broker.password else None
-            client.username_pw_set(broker.username, password)
-        _, _, use_tls = broker.host_port_tls
-        if use_tls:
-            import ssl
-
-            tls = broker.tls
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            client.tls_insecure_set(tls.insecure)
+        client = new_client(client_id, broker, protocol=MQTTProtocolVersion.MQTTv311)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(1, max(1, int(broker.reconnect_max)))
-        client.on_socket_open = no_delay
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

@@ -16,6 +16,11 @@ Files (defaults under the data directory, all covered by `.gitignore` via `hub-d
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hub.config import BrokerConfig
+
 import contextlib
 import fcntl
 import json
@@ -24,7 +29,6 @@ import os
 import re
 import secrets
 import signal
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -224,7 +228,14 @@ class DeviceRegistry:
         log.info("Added device %s (%s)", name, kind)
         return device
 
-    def remove(self, name: str, *, broker_url: str | None = None, settle: float = 0.5) -> list[str]:
+    def remove(
+        self,
+        name: str,
+        *,
+        broker_url: str | None = None,
+        settle: float = 0.5,
+        broker: BrokerConfig | None = None,
+    ) -> list[str]:
         """Forget a device; with `broker_url`, also clear its retained discovery there.
 
         Returns the discovery topics that were cleared. The password and ACL entries go first
@@ -241,7 +252,7 @@ class DeviceRegistry:
         log.info("Removed device %s", name)
         if broker_url is None:
             return []
-        cleared = clear_retained_discovery(broker_url, hub, name, settle=settle)
+        cleared = clear_retained_discovery(broker_url, hub, name, settle=settle, broker=broker)
         log.info("Cleared %d retained discovery topic(s) of %s", len(cleared), name)
         return cleared
 
@@ -403,6 +414,7 @@ def clear_retained_discovery(
     *,
     settle: float = 0.5,
     timeout: float = 10.0,
+    broker: BrokerConfig | None = None,
 ) -> list[str]:
     """Publish empty retained payloads to every `homeassistant/+/<node>/+/config` that has one.
 
@@ -411,8 +423,9 @@ def clear_retained_discovery(
     removal is in the broker before this returns. A one-shot operation with its own short
     paho client; the hub's long-lived connection lives in `hub.bus.mqtt`.
     """
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+    from paho.mqtt.enums import MQTTProtocolVersion
+
+    from hub.bus.clients import new_client
 
     parts = urlsplit(broker_url)
     if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
@@ -442,14 +455,14 @@ def clear_retained_discovery(
                 found.add(message.topic)
             state["last"] = time.monotonic()
 
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"hub-device-remove-{secrets.token_hex(4)}",
+    client = new_client(
+        f"hub-device-remove-{secrets.token_hex(4)}",
+        broker,
         protocol=MQTTProtocolVersion.MQTTv311,
+        username=credentials.username,
+        password=credentials.password,
+        use_tls=tls,
     )
-    client.username_pw_set(credentials.username, credentials.password)
-    if tls:
-        client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message

@@ -9,19 +9,18 @@ from typing import TYPE_CHECKING, Any
 from hub.sources.esphome_api import EsphomeApiBridge
 
 if TYPE_CHECKING:
-    from hub.service import Hub
+    from hub.ports import Ports
 
 
 class EsphomeApiComponent:
     name = "esphome_api"
 
-    def __init__(self, hub: Hub) -> None:
-        config = hub.config
-        connection = hub.connection
-        assert connection is not None
+    def __init__(self, ports: Ports) -> None:
+        config = ports.config
+        publisher = ports.publisher
 
         def publish(topic: str, payload: bytes, qos: int, retain: bool) -> None:
-            connection.publish(topic, payload, qos=qos, retain=retain)
+            publisher.publish(topic, payload, qos=qos, retain=retain)
 
         self.bridge = EsphomeApiBridge(
             config.esphome_api,
@@ -41,8 +40,8 @@ class EsphomeApiComponent:
         return {"devices": devices, "counters": dict(self.bridge.counters)}
 
 
-def build(hub: Hub) -> EsphomeApiComponent | None:
-    settings = hub.config.esphome_api
+def build(ports: Ports) -> EsphomeApiComponent | None:
+    settings = ports.config.esphome_api
     if not settings.devices and not settings.mdns:
         return None
-    return EsphomeApiComponent(hub)
+    return EsphomeApiComponent(ports)

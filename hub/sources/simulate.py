@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import orjson
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from hub.bus import hub_json
+from hub.bus.clients import new_client
+from hub.config import BrokerConfig
 from hub.derive.lipo import PackConfig
 from hub.derive.rc import RcVehicleConfig
 from hub.derive.vehicle import VehicleConfig
@@ -244,12 +245,14 @@ class SimulatorPublisher:
     """Publishes to a broker with QoS 1, never more than `max_inflight` unacknowledged."""
 
     def __init__(self, host: str, port: int, client_id: str = "hub-simulator", max_inflight: int = 500,
-                 username: str | None = None, password: str | None = None) -> None:  # fmt: skip
-        self.client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+                 username: str | None = None, password: str | None = None,
+                 broker: BrokerConfig | None = None) -> None:  # fmt: skip
+        # From the hub's broker config when there is one (its login and TLS), else plain.
+        self.client = new_client(
+            client_id, broker, username=username, password=password, logger=None
         )
-        if username:
-            self.client.username_pw_set(username, password)
+        # A device's connection, not the hub's: Nagle stays on, as on a real node.
+        self.client.on_socket_open = None
         self.client.max_inflight_messages_set(max_inflight)
         self.client.max_queued_messages_set(0)
         self._window = threading.BoundedSemaphore(max_inflight)

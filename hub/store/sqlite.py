@@ -16,25 +16,39 @@ thread at a time (the ingest core's store thread); readers open their own connec
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import sqlite3
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from hub.model import DeviceInfo, Event, Reading
 from hub.store import outbox, sessions
 
+if TYPE_CHECKING:
+    from hub.bus.router import Decoded
+
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What each schema version added, applied in order to an older store (the version is in meta).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        # Bounded dead letters: the payload is kept up to a size, with its full length and hash.
+        "ALTER TABLE dead_letters ADD COLUMN payload_bytes INTEGER",
+        "ALTER TABLE dead_letters ADD COLUMN payload_sha256 TEXT",
+        "UPDATE dead_letters SET payload_bytes = length(payload) WHERE payload IS NOT NULL",
+    ),
+}
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 
@@ -91,7 +105,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     reason TEXT NOT NULL,
     detail TEXT NOT NULL,
     payload BLOB,
-    replayed_ts INTEGER
+    replayed_ts INTEGER,
+    payload_bytes INTEGER,
+    payload_sha256 TEXT
 );
 CREATE INDEX IF NOT EXISTS dead_letters_reason ON dead_letters (reason, id);
 CREATE TABLE IF NOT EXISTS esphome_entities (
@@ -127,6 +143,17 @@ class DeadLetter:
     reason: str
     detail: str
     payload: bytes | None
+    # A retained message comes back at every (re)subscribe: kept once, not once per restart.
+    retained: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterLimits:
+    """How much the dead letters may hold (store.dead_letters in hub.yaml)."""
+
+    max_payload: int = 65536  # larger payloads keep their first bytes, length and SHA-256
+    max_bytes: int = 64 * 1024 * 1024  # all payloads together; the oldest go first
+    retention_s: float = 30 * 86400.0  # 0 keeps them until the size cap needs room
 
 
 @dataclass(slots=True)
@@ -144,6 +171,24 @@ class Batch:
     receipts: list[tuple[int, int, int]] = field(default_factory=list)  # mid, digest, received
     # Records a deriver persists atomically with the readings (closed RC sessions, ...).
     writes: list[Callable[[sqlite3.Connection], None]] = field(default_factory=list)
+
+    def add(self, decoded: Decoded) -> None:
+        """Everything one decoded message carries: the one place a message becomes rows
+        (ingest, the API's replay and `hub deadletters replay` all use it)."""
+        if decoded.readings:
+            self.readings.extend(decoded.readings)
+        if decoded.events:
+            self.events.extend(decoded.events)
+        if decoded.availability:
+            self.availability.extend(decoded.availability)
+        if decoded.devices:
+            self.devices.extend(decoded.devices)
+        for found in decoded.discoveries:
+            if found.entity is not None:
+                entity_json = orjson.dumps(dataclasses.asdict(found.entity)).decode()
+                self.entities.append((found.entity.state_topic, found.config_topic, entity_json))
+            else:
+                self.entities.append(("", found.config_topic, None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +267,9 @@ def tags_key(tags: Mapping[str, str]) -> str:
     return orjson.dumps(dict(sorted(tags.items()))).decode()
 
 
-def connect(path: Path, synchronous: str = "full", readonly: bool = False) -> sqlite3.Connection:
+def connect(
+    path: Path, synchronous: str = "full", readonly: bool = False, busy_timeout: float = 10.0
+) -> sqlite3.Connection:
     if readonly:
         conn = sqlite3.connect(
             f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=10
@@ -232,45 +279,190 @@ def connect(path: Path, synchronous: str = "full", readonly: bool = False) -> sq
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-    conn.execute("PRAGMA busy_timeout=10000")
+        # After a checkpoint the WAL is cut back to 4 MiB: a burst (a backlog, a dead-letter
+        # flood) must not leave a WAL the size of the burst on disk for good.
+        conn.execute("PRAGMA journal_size_limit=4194304")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA cache_size=-8000")  # 8 MB: the hot pages are the newest
     return conn
 
 
+# Tables that only a hub store has: a file holding none of them belongs to something else.
+HUB_TABLES = frozenset(
+    {
+        "meta",
+        "series",
+        "samples",
+        "dead_letters",
+        "rc_sessions",
+        "alerts",
+        "mqtt_receipts",
+        "devices",
+    }
+)
+
+
+class StoreError(Exception):
+    """The store cannot be used as it is (damaged, foreign, newer); the message says what to do."""
+
+
+class StoreFull(sqlite3.OperationalError):
+    """The low-disk guard refused a commit: less free space than `store.min_free`."""
+
+
+# How the user gets out of a damaged store; part of every damage message.
+RECOVERY_HINT = (
+    "Stop the hub, run 'hub store check' to see what is damaged, then 'hub store recover' "
+    "to copy everything intact into a new file (the damaged one is kept beside it)."
+)
+
+
+def open_checked(
+    path: Path, synchronous: str = "full", check_seconds: float = 10.0, busy_timeout: float = 10.0
+) -> sqlite3.Connection:
+    """Open the writer connection and refuse a damaged or foreign file with a clear StoreError.
+
+    A quick_check bounded in time runs first: on a big file it stops after `check_seconds`
+    (the start is not held up for minutes) and says so; `hub store check` does the full one.
+    """
+    existed = path.exists() and path.stat().st_size > 0
+    try:
+        conn = connect(path, synchronous, busy_timeout=busy_timeout)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(
+            f"{path} is not a readable SQLite database ({exc}). {RECOVERY_HINT}"
+        ) from exc
+    if not existed:
+        return conn
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and not tables & HUB_TABLES:
+            conn.close()
+            raise StoreError(
+                f"{path} is a SQLite database, but not a hub store (none of the hub's tables; it holds "
+                f"{', '.join(sorted(tables)[:5])}). Point store.path at the hub's own file, or "
+                "move this one away."
+            )
+        problems = quick_check(conn, check_seconds)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(f"{path} is damaged ({exc}). {RECOVERY_HINT}") from exc
+    if problems is None:
+        log.warning(
+            "Quick integrity check of %s stopped after %.0f s (a large store); "
+            "run 'hub store check' for the full check", path, check_seconds,
+        )  # fmt: skip
+    elif problems:
+        conn.close()
+        shown = "; ".join(problems[:3]) + (
+            f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        )
+        raise StoreError(f"{path} is damaged: {shown}. {RECOVERY_HINT}")
+    return conn
+
+
+def quick_check(
+    conn: sqlite3.Connection, seconds: float | None, full: bool = False
+) -> list[str] | None:
+    """Problems found by PRAGMA quick_check (or integrity_check), [] when sound.
+
+    None when `seconds` ran out first (the check is interrupted through the progress handler).
+    """
+    deadline = time.monotonic() + seconds if seconds else None
+    if deadline is not None:
+        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+    try:
+        rows = conn.execute("PRAGMA integrity_check" if full else "PRAGMA quick_check").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "interrupted" in str(exc):
+            return None
+        raise
+    finally:
+        conn.set_progress_handler(None, 0)
+    found = [line for r in rows for line in str(r[0]).splitlines() if line.strip()]
+    found = [line for line in found if not line.startswith("***")]
+    return [] if found == ["ok"] else found
+
+
 class Store:
     """The hub's SQLite store. Writes through `commit`; queries for the CLI and the API."""
 
-    def __init__(self, path: Path, synchronous: str = "full") -> None:
+    def __init__(
+        self, path: Path, synchronous: str = "full", *, check_seconds: float = 10.0,
+        dead_letters: DeadLetterLimits | None = None, busy_timeout: float = 10.0,
+    ) -> None:  # fmt: skip
         self.path = Path(path)
-        self.conn = connect(self.path, synchronous)
+        self.conn = open_checked(self.path, synchronous, check_seconds, busy_timeout)
         self._lock = threading.RLock()
-        self._migrate()
+        self.dead_letter_limits = dead_letters or DeadLetterLimits()
+        try:
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise StoreError(f"{self.path} is damaged ({exc}). {RECOVERY_HINT}") from exc
+        except StoreError:
+            self.conn.close()
+            raise
         self._series: dict[tuple[str, str, str], int] = {}
+        # Series created by the open transaction: forgotten again if it rolls back, or the
+        # cache would hand out ids of rows that were never stored.
+        self._new_series: list[tuple[str, str, str]] = []
         self._last: dict[int, tuple[int, float]] = {}
         self._tag_keys: dict[tuple[tuple[str, str], ...], str] = {}
         for row in self.conn.execute("SELECT id, device, metric, tags FROM series"):
             self._series[(row[1], row[2], row[3])] = row[0]
+        self.dead_letter_bytes = int(
+            self.conn.execute(
+                "SELECT coalesce(sum(length(payload)), 0) FROM dead_letters"
+            ).fetchone()[0]
+        )
+        self.dead_letters_dropped = 0
+        self.dead_letters_repeated = 0
 
     def close(self) -> None:
         with self._lock:
             self.conn.close()
 
     def _migrate(self) -> None:
+        from hub.alerts.store import SCHEMA as ALERTS_SCHEMA  # one owner for every table
+
         with self._lock:
+            row = None
+            if self.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+            ).fetchone():
+                row = self.conn.execute(
+                    "SELECT value FROM meta WHERE key='schema_version'"
+                ).fetchone()
+            version = int(row[0]) if row is not None else None
+            if version is not None and version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} was written by a newer hub (schema {version}, this hub knows "
+                    f"{SCHEMA_VERSION}). Upgrade the hub, or point store.path at another file."
+                )
             self.conn.executescript(_SCHEMA)
             self.conn.executescript(sessions.SCHEMA)
             # The InfluxDB outbox: filled by a trigger on samples, in the same transaction.
             self.conn.executescript(outbox.SCHEMA)
-            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
+            self.conn.executescript(ALERTS_SCHEMA)
+            if version is None:
                 self.conn.execute(
-                    "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
                 )
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path} was written by a newer hub (schema {row[0]} > {SCHEMA_VERSION})"
-                )
+            else:
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    with self.transaction() as conn:
+                        for statement in MIGRATIONS.get(target, ()):
+                            conn.execute(statement)
+                        conn.execute(
+                            "UPDATE meta SET value=? WHERE key='schema_version'", (str(target),)
+                        )
+                    log.info("Store %s upgraded to schema %d", self.path, target)
+            self.conn.execute(
+                "CREATE INDEX IF NOT EXISTS dead_letters_digest ON dead_letters (payload_sha256)"
+            )
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -278,10 +470,19 @@ class Store:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
+                self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                # SQLite may have rolled back already (SQLITE_FULL, I/O errors): then a second
+                # ROLLBACK would raise and hide the real error.
+                if self.conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        self.conn.execute("ROLLBACK")
+                for key in self._new_series:
+                    self._series.pop(key, None)
+                self._last.clear()
                 raise
-            self.conn.execute("COMMIT")
+            finally:
+                self._new_series.clear()
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -306,6 +507,7 @@ class Store:
                 "SELECT id FROM series WHERE device=? AND metric=? AND tags=?", key
             ).fetchone()[0]
             self._series[key] = series_id
+            self._new_series.append(key)
         return series_id
 
     def commit(self, batch: Batch) -> CommitResult:
@@ -391,15 +593,119 @@ class Store:
             insert_rows(conn, "INSERT OR REPLACE INTO mqtt_receipts", batch.receipts, 3)
         for write in batch.writes:
             write(conn)
-        if batch.dead_letters:
-            conn.executemany(
-                "INSERT INTO dead_letters (received_ts, source, topic, reason, detail, payload) VALUES (?,?,?,?,?,?)",
-                [
-                    (d.received_ms, d.source, d.topic, d.reason, d.detail, d.payload)
-                    for d in batch.dead_letters
-                ],
+        kept = self._write_dead_letters(conn, batch.dead_letters) if batch.dead_letters else 0
+        return CommitResult(stored, len(rows) - stored, events, kept)
+
+    def _write_dead_letters(self, conn: sqlite3.Connection, letters: Sequence[DeadLetter]) -> int:
+        """Keep dead letters within their bounds: payloads cut to `max_payload` (length and
+        SHA-256 kept), a retained message already kept is not kept again, and the oldest go
+        when the payloads together would pass `max_bytes`: room is made before the insert, so
+        the file never holds more than the bound. Returns how many were kept."""
+        limits = self.dead_letter_limits
+        rows = []
+        for d in letters:
+            payload = d.payload
+            digest = hashlib.sha256(payload).hexdigest() if payload is not None else None
+            if (
+                d.retained
+                and digest is not None
+                and conn.execute(
+                    "SELECT 1 FROM dead_letters WHERE payload_sha256=? AND topic IS ? AND reason=?",
+                    (digest, d.topic, d.reason),
+                ).fetchone()
+            ):
+                self.dead_letters_repeated += 1
+                continue
+            size = len(payload) if payload is not None else None
+            if payload is not None and len(payload) > limits.max_payload:
+                payload = payload[: limits.max_payload]
+            rows.append(
+                (d.received_ms, d.source, d.topic, d.reason, d.detail, payload, size, digest)
             )
-        return CommitResult(stored, len(rows) - stored, events, len(batch.dead_letters))
+        # Of a batch larger than the bound itself, only the newest that fit are kept.
+        incoming = 0
+        keep_from = len(rows)
+        while keep_from > 0:
+            payload = rows[keep_from - 1][5]
+            size = len(payload) if payload is not None else 0
+            if incoming + size > limits.max_bytes:
+                break
+            incoming += size
+            keep_from -= 1
+        if keep_from:
+            self.dead_letters_dropped += keep_from
+            rows = rows[keep_from:]
+        if self.dead_letter_bytes + incoming > limits.max_bytes:
+            self._trim_dead_letters(conn, limits.max_bytes - incoming)
+        if rows:
+            conn.executemany(
+                "INSERT INTO dead_letters (received_ts, source, topic, reason, detail, payload, "
+                "payload_bytes, payload_sha256) VALUES (?,?,?,?,?,?,?,?)",
+                rows,
+            )
+        self.dead_letter_bytes += incoming
+        return len(rows)
+
+    def _trim_dead_letters(self, conn: sqlite3.Connection, max_bytes: int) -> int:
+        """Delete the oldest dead letters until their payloads fit in `max_bytes`."""
+        excess = self.dead_letter_bytes - max_bytes
+        dropped = 0
+        freed = 0
+        cursor = conn.execute(
+            "SELECT id, coalesce(length(payload), 0) FROM dead_letters ORDER BY id"
+        )
+        doomed = []
+        for letter_id, size in cursor:
+            if freed >= excess:
+                break
+            doomed.append((letter_id,))
+            freed += size
+        cursor.close()
+        if doomed:
+            conn.executemany("DELETE FROM dead_letters WHERE id=?", doomed)
+            dropped = len(doomed)
+            self.dead_letter_bytes -= freed
+            self.dead_letters_dropped += dropped
+            log.warning(
+                "Dead letters passed store.dead_letters.max_bytes (%d bytes): dropped the %d oldest",
+                max_bytes, dropped,
+            )  # fmt: skip
+        return dropped
+
+    def checkpoint(self, wal_limit: int = 4 * 1024 * 1024) -> bool:
+        """Store thread, in the maintenance round: cut back a WAL a burst left large.
+
+        Tried with a short busy timeout: a reader in the middle of a query makes it wait for
+        the next round instead of holding up the commits behind it."""
+        wal = Path(str(self.path) + "-wal")
+        try:
+            if wal.stat().st_size <= wal_limit:
+                return False
+        except OSError:
+            return False
+        timeout = self.conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        self.conn.execute("PRAGMA busy_timeout=200")
+        try:
+            busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout={int(timeout)}")
+        return not busy
+
+    def expire_dead_letters(self, now_ms: int) -> int:
+        """Retention of dead letters by age (store thread, in the maintenance round)."""
+        keep = self.dead_letter_limits.retention_s
+        if keep <= 0:
+            return 0
+        with self.transaction() as conn:
+            cutoff = now_ms - int(keep * 1000)
+            freed = conn.execute(
+                "SELECT coalesce(sum(length(payload)), 0), count(*) FROM dead_letters WHERE received_ts < ?",
+                (cutoff,),
+            ).fetchone()
+            if freed[1]:
+                conn.execute("DELETE FROM dead_letters WHERE received_ts < ?", (cutoff,))
+                self.dead_letter_bytes -= int(freed[0])
+            return int(freed[1])
 
     def receipt(self, mid: int, digest: int) -> int | None:
         """The first receive time of a redelivered message, when we committed it before."""
@@ -576,7 +882,9 @@ class Store:
     def dead_letters(
         self, limit: int = 100, reason: str | None = None, after_id: int = 0
     ) -> list[dict[str, Any]]:
-        columns = ", ".join(DEAD_LETTER_COLUMNS).replace("payload", "length(payload)")
+        columns = ", ".join(DEAD_LETTER_COLUMNS).replace(
+            "payload", "coalesce(payload_bytes, length(payload)), length(payload)"
+        )
         sql = f"SELECT {columns} FROM dead_letters WHERE id > ?"
         args: list[Any] = [after_id]
         if reason:
@@ -584,19 +892,32 @@ class Store:
             args.append(reason)
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
-        keys = tuple("payload_bytes" if k == "payload" else k for k in DEAD_LETTER_COLUMNS)
-        return [dict(zip(keys, row, strict=True)) for row in self.conn.execute(sql, args)]
+        keys = [k for k in DEAD_LETTER_COLUMNS if k != "payload"]
+        at = DEAD_LETTER_COLUMNS.index("payload")
+        keys[at:at] = ["payload_bytes", "payload_kept"]
+        out = []
+        for row in self.conn.execute(sql, args):
+            info = dict(zip(keys, row, strict=True))
+            kept = info.pop("payload_kept")
+            info["payload_truncated"] = kept is not None and kept < (info["payload_bytes"] or 0)
+            out.append(info)
+        return out
 
     def dead_letter(self, dead_letter_id: int) -> tuple[dict[str, Any], bytes | None] | None:
         row = self.conn.execute(
-            f"SELECT {', '.join(DEAD_LETTER_COLUMNS)} FROM dead_letters WHERE id=?",
+            f"SELECT {', '.join(DEAD_LETTER_COLUMNS)}, payload_bytes, payload_sha256 "
+            "FROM dead_letters WHERE id=?",
             (dead_letter_id,),
         ).fetchone()
         if row is None:
             return None
-        info = dict(zip(DEAD_LETTER_COLUMNS, row, strict=True))
+        info = dict(zip((*DEAD_LETTER_COLUMNS, "size", "payload_sha256"), row, strict=True))
         payload = info.pop("payload")
-        info["payload_bytes"] = len(payload) if payload is not None else 0
+        size = info.pop("size")
+        info["payload_bytes"] = (
+            size if size is not None else (len(payload) if payload is not None else 0)
+        )
+        info["payload_truncated"] = payload is not None and len(payload) < info["payload_bytes"]
         return info, payload
 
     def purge_dead_letters(self, reason: str | None = None, before_ms: int | None = None) -> int:
@@ -610,13 +931,90 @@ class Store:
         with self.transaction() as conn:
             before = conn.total_changes
             conn.execute(sql, args)
-            return conn.total_changes - before
+            deleted = conn.total_changes - before
+            self.dead_letter_bytes = int(
+                conn.execute(
+                    "SELECT coalesce(sum(length(payload)), 0) FROM dead_letters"
+                ).fetchone()[0]
+            )
+            return deleted
+
+    def find_dead_letters(
+        self,
+        ids: Sequence[int] = (),
+        source: str | None = None,
+        reason: str | None = None,
+        include_replayed: bool = True,
+        before_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Dead letters that match, oldest first (payload sizes, not payloads)."""
+        where: list[str] = ["1=1"]
+        args: list[Any] = []
+        if ids:
+            where.append(f"id IN ({','.join('?' * len(ids))})")
+            args += list(ids)
+        if source:
+            where.append("source = ?")
+            args.append(source)
+        if reason:
+            where.append("reason = ?")
+            args.append(reason)
+        if not include_replayed:
+            where.append("replayed_ts IS NULL")
+        if before_ms is not None:
+            where.append("received_ts < ?")
+            args.append(before_ms)
+        columns = (
+            "id, received_ts, source, topic, reason, detail, "
+            "coalesce(payload_bytes, length(payload)), replayed_ts"
+        )
+        sql = f"SELECT {columns} FROM dead_letters WHERE {' AND '.join(where)} ORDER BY id"
+        if limit is not None:
+            sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY id"
+        keys = (
+            "id",
+            "received_ts",
+            "source",
+            "topic",
+            "reason",
+            "detail",
+            "payload_bytes",
+            "replayed_ts",
+        )
+        return [dict(zip(keys, row, strict=True)) for row in self.conn.execute(sql, args)]
+
+    def dead_letter_summary(self) -> list[tuple[str, str, int, int]]:
+        """(source, reason, count, pending) per source and reason."""
+        return self.conn.execute(
+            "SELECT source, reason, count(*), sum(replayed_ts IS NULL) FROM dead_letters "
+            "GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+
+    def dead_letter_totals(self) -> dict[str, int]:
+        """Counts per reason plus what the bounds did (for status and the CLI)."""
+        return {
+            "stored_bytes": self.dead_letter_bytes,
+            "dropped_for_size": self.dead_letters_dropped,
+            "retained_repeats": self.dead_letters_repeated,
+        }
+
+    def delete_dead_letters(self, ids: Iterable[int]) -> int:
+        """Delete the given dead letters (replayed or purged by id)."""
+        with self.transaction() as conn:
+            before = conn.total_changes
+            conn.executemany("DELETE FROM dead_letters WHERE id=?", [(i,) for i in ids])
+            deleted = conn.total_changes - before
+            self.dead_letter_bytes = int(
+                conn.execute(
+                    "SELECT coalesce(sum(length(payload)), 0) FROM dead_letters"
+                ).fetchone()[0]
+            )
+            return deleted
 
     def mark_replayed(self, ids: Iterable[int], now_ms: int) -> None:
         with self.transaction() as conn:
-            conn.executemany(
-                "UPDATE dead_letters SET replayed_ts=? WHERE id=?", [(now_ms, i) for i in ids]
-            )
+            mark_replayed(conn, ids, now_ms)
 
     def devices(self) -> list[dict[str, Any]]:
         keys = (
@@ -634,6 +1032,53 @@ class Store:
             "SELECT name, source, kind, manufacturer, model, sw_version, first_seen, last_seen, online FROM devices ORDER BY name"
         )
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def device_rows(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Devices with availability and the metrics they reported (one pass over two tables)."""
+        metrics: dict[str, list[str]] = {}
+        for device, metric in self.conn.execute(
+            "SELECT DISTINCT device, metric FROM series ORDER BY device, metric"
+        ):
+            metrics.setdefault(device, []).append(metric)
+        sql = (
+            "SELECT name, source, kind, manufacturer, model, sw_version, first_seen, last_seen, "
+            "online, availability_ts FROM devices"
+        )
+        args: tuple[object, ...] = ()
+        if name is not None:
+            sql += " WHERE name = ?"
+            args = (name,)
+        keys = (
+            "name", "source", "kind", "manufacturer", "model", "sw_version", "first_seen",
+            "last_seen", "online", "availability_ts",
+        )  # fmt: skip
+        out = []
+        for row in self.conn.execute(sql + " ORDER BY name", args):
+            item = dict(zip(keys, row, strict=True))
+            item["online"] = None if item["online"] is None else bool(item["online"])
+            item["metrics"] = metrics.get(str(item["name"]), [])
+            out.append(item)
+        return out
+
+    def known_series(self) -> list[tuple[str, str, int]]:
+        """(device, metric, newest timestamp) of every series."""
+        return [
+            (d, m, int(ts or 0))
+            for d, m, ts in self.conn.execute(
+                "SELECT device, metric, max(last_ts) FROM series GROUP BY device, metric"
+            )
+        ]
+
+    def device_identities(
+        self,
+    ) -> list[tuple[str, str | None, str | None, str | None, tuple[str, ...], str | None]]:
+        """(name, manufacturer, model, sw_version, identifiers, kind) of every device."""
+        return [
+            (name, manufacturer, model, sw, tuple(i for i in (ids or "").split(",") if i), kind)
+            for name, manufacturer, model, sw, ids, kind in self.conn.execute(
+                "SELECT name, manufacturer, model, sw_version, identifiers, kind FROM devices"
+            )
+        ]
 
     def events(self, device: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         sql, args = "SELECT device, name, text, ts, source FROM events", list[Any]()
@@ -669,6 +1114,11 @@ class Store:
             if p.exists():
                 total += p.stat().st_size
         return total
+
+
+def mark_replayed(conn: sqlite3.Connection, ids: Iterable[int], now_ms: int) -> None:
+    """Inside a transaction: these dead letters were replayed (kept, marked)."""
+    conn.executemany("UPDATE dead_letters SET replayed_ts=? WHERE id=?", [(now_ms, i) for i in ids])
 
 
 def _ceil_div(a: int, b: int) -> int:

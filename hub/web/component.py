@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -24,7 +24,7 @@ from hub.web.reader import Readers
 from hub.web.routes.alerts import alert_dict
 
 if TYPE_CHECKING:
-    from hub.service import Hub
+    from hub.ports import Ports
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,10 @@ class _EmbeddedServer(uvicorn.Server):
         yield  # the hub handles signals
 
 
-def find_alert_engine(hub: Any) -> Any | None:
-    """The alert engine of a running hub, wherever the alerts component keeps it."""
-    candidates = [getattr(hub, "alerts", None), getattr(hub, "alert_engine", None)]
-    for component in getattr(hub, "components", ()):
-        candidates += [getattr(component, "engine", None), component]
+def find_alert_engine(find: Callable[[str], Any]) -> Any | None:
+    """The alert engine of a running hub (the alerts component's), through the find port."""
+    component = find("alerts")
+    candidates = [getattr(component, "engine", None), component]
     for candidate in candidates:
         if candidate is not None and all(
             callable(getattr(candidate, m, None)) for m in _ENGINE_METHODS
@@ -67,36 +66,36 @@ def bind(host: str, port: int) -> socket.socket:
 class WebComponent:
     name = "web"
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.settings = hub.config.web
-        self.token_path = hub.config.data_dir / self.settings.token_file
+    def __init__(self, ports: Ports) -> None:
+        self.ports = ports
+        self.settings = ports.config.web
+        self.token_path = ports.config.data_dir / self.settings.token_file
         self.tokens = TokenStore(self.token_path)
         self.live = LiveFeed(
             self.settings.live_queue, self.settings.live_max_clients, self.settings.live_coalesce
         )
-        self.readers = Readers(hub.config.store_path)
+        self.readers = Readers(ports.reader.path)
         self.server: _EmbeddedServer | None = None
         self.url: str | None = None
         self.error: str | None = None
         self._serve: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def context(self) -> WebContext:
-        hub = self.hub
-        ingest = hub.ingest
+        ports = self.ports
         return WebContext(
             settings=self.settings,
             readers=self.readers,
             tokens=self.tokens,
             live=self.live,
-            status=hub.status,
-            alert_engine=lambda: find_alert_engine(hub),
-            run_in_store=ingest.call if ingest is not None else None,
-            writer=hub.store,
-            router=ingest.router if ingest is not None else None,
-            notify=ingest.notify if ingest is not None else None,
-            config_dump=lambda: hub.config.model_dump(mode="json"),
+            status=ports.status,
+            alert_engine=lambda: find_alert_engine(ports.find),
+            run_in_store=ports.writer.call,
+            writer=ports.writer.store,
+            router=ports.decoder,
+            notify=ports.committed.publish,
+            config_dump=lambda: ports.config.model_dump(mode="json"),
         )
 
     async def start(self) -> None:
@@ -134,8 +133,8 @@ class WebComponent:
             if self.server.started or self._serve.done():
                 break
             await asyncio.sleep(0.025)
-        if self.hub.ingest is not None:
-            self.hub.ingest.listeners.append(self.live.on_committed)
+        self._serve.add_done_callback(self._served)
+        self.ports.committed.subscribe(self.live.on_committed)
         self._watch = asyncio.create_task(self._subscribe_alerts(), name="web-alerts")
         shown = socket.gethostname() if settings.host in ("0.0.0.0", "::") else settings.host
         self.url = f"http://{shown}:{port}/"
@@ -148,7 +147,7 @@ class WebComponent:
         """Alerts reach the live feed as soon as an engine exists (it may start after us)."""
         loop = asyncio.get_running_loop()
         while True:
-            engine = find_alert_engine(self.hub)
+            engine = find_alert_engine(self.ports.find)
             subscribe = getattr(engine, "subscribe", None)
             if callable(subscribe):
 
@@ -167,8 +166,8 @@ class WebComponent:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        if self.hub.ingest is not None and self.live.on_committed in self.hub.ingest.listeners:
-            self.hub.ingest.listeners.remove(self.live.on_committed)
+        self._stopping = True
+        self.ports.committed.unsubscribe(self.live.on_committed)
         await self.live.close()
         if self.server is not None and self._serve is not None:
             self.server.should_exit = True
@@ -180,21 +179,35 @@ class WebComponent:
                     await asyncio.wait_for(self._serve, 2)
         self.readers.close()
 
+    def _served(self, task: asyncio.Task[None]) -> None:
+        """The web server ended: expected while stopping, otherwise the dashboard is down."""
+        if self._stopping or task.cancelled():
+            return
+        exc = task.exception()
+        self.error = f"web server stopped: {exc!r}" if exc else "web server stopped"
+        if exc is not None:
+            log.error("Web dashboard stopped: %r (ingest goes on)", exc, exc_info=exc)
+        else:
+            log.error("Web dashboard stopped unexpectedly (ingest goes on)")
+
     def status(self) -> dict[str, Any]:
         port = None
         if self.server is not None and self.server.servers:
             sockets = self.server.servers[0].sockets
             port = sockets[0].getsockname()[1] if sockets else None
-        return {
+        data: dict[str, Any] = {
             "url": self.url,
             "port": port,
             "error": self.error,
             "live": self.live.status(),
         }
+        if self.error:
+            data["health"] = {"status": "degraded", "reason": f"dashboard: {self.error}"}
+        return data
 
 
-def build(hub: Hub) -> WebComponent | None:
-    settings = getattr(hub.config, "web", None)
+def build(ports: Ports) -> WebComponent | None:
+    settings = getattr(ports.config, "web", None)
     if settings is None or not settings.enabled:
         return None
-    return WebComponent(hub)
+    return WebComponent(ports)

@@ -158,11 +158,18 @@ class DeadLetterOut(ApiModel):
     topic: str | None
     reason: str
     detail: str
-    payload_bytes: int | None
+    payload_bytes: int | None = Field(description="Size of the payload as received.")
+    payload_truncated: bool = Field(
+        False,
+        description="Only the first store.dead_letters.max_payload bytes were kept (not replayable).",
+    )
     replayed_ts: int | None
 
 
 class DeadLetterDetail(DeadLetterOut):
+    payload_sha256: str | None = Field(
+        None, description="SHA-256 of the whole payload as received."
+    )
     payload_preview: str = Field(
         description="The first 4 KiB of the payload as text (bad bytes replaced)."
     )
@@ -203,8 +210,20 @@ class PurgeResult(ApiModel):
     purged: int
 
 
+class PartHealth(ApiModel):
+    status: Literal["ok", "degraded"]
+    reason: str = Field("", description="What is wrong, in words (empty when ok).")
+
+
 class Health(ApiModel):
     status: Literal["ok", "degraded"]
+    reasons: list[str] = Field(
+        default_factory=list, description="One line per degraded part: 'part: what is wrong'."
+    )
+    parts: dict[str, PartHealth] = Field(
+        default_factory=dict,
+        description="Each part on its own: broker, store (ingest commits), InfluxDB forward, Home Assistant REST, tasks.",
+    )
     version: str
     uptime_s: float
     broker: str = Field(description="State of the hub's MQTT connection.")

@@ -10,23 +10,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from hub.store.sessions import SessionStore
-from hub.store.sqlite import Store, connect
+from hub.store.reader import ReadStore
 
-
-class ReadStore(Store):
-    """`Store`'s queries over a read-only connection (no migration, no writes)."""
-
-    def __init__(self, path: Path) -> None:  # skips Store's writer set-up on purpose
-        self.path = Path(path)
-        self.conn = connect(self.path, readonly=True)
-        # Reads through mmap share the OS page cache, so a fresh worker thread's connection
-        # is not cold (each connection's own page cache is).
-        self.conn.execute("PRAGMA mmap_size=1073741824")
-        self._lock = threading.RLock()
-        self._series = {}
-        self._last = {}
-        self.sessions = SessionStore(self.conn)
+__all__ = ["ReadStore", "Readers", "device_list", "latest"]
 
 
 class Readers:
@@ -59,31 +45,8 @@ def _tags(text: str | None) -> dict[str, str]:
 
 
 def device_list(store: ReadStore, name: str | None = None) -> list[dict[str, object]]:
-    """Devices with availability and the metrics they reported (one pass over two tables)."""
-    metrics: dict[str, list[str]] = {}
-    for device, metric in store.conn.execute(
-        "SELECT DISTINCT device, metric FROM series ORDER BY device, metric"
-    ):
-        metrics.setdefault(device, []).append(metric)
-    sql = (
-        "SELECT name, source, kind, manufacturer, model, sw_version, first_seen, last_seen, "
-        "online, availability_ts FROM devices"
-    )
-    args: tuple[object, ...] = ()
-    if name is not None:
-        sql += " WHERE name = ?"
-        args = (name,)
-    keys = (
-        "name", "source", "kind", "manufacturer", "model", "sw_version", "first_seen",
-        "last_seen", "online", "availability_ts",
-    )  # fmt: skip
-    out = []
-    for row in store.conn.execute(sql + " ORDER BY name", args):
-        item = dict(zip(keys, row, strict=True))
-        item["online"] = None if item["online"] is None else bool(item["online"])
-        item["metrics"] = metrics.get(str(item["name"]), [])
-        out.append(item)
-    return out
+    """Devices with availability and the metrics they reported."""
+    return store.device_rows(name)
 
 
 def latest(

@@ -15,7 +15,7 @@ from typing import Any
 from hub.bus.mqtt import Message
 from hub.bus.reject import Rejected
 from hub.ingest import Committed
-from hub.store.sqlite import Batch, Store
+from hub.store.sqlite import Batch, Store, mark_replayed
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,15 @@ def replay(
                 }
             )
             continue
+        if info.get("payload_truncated"):
+            failed.append(
+                {
+                    "id": dead_letter_id,
+                    "reason": "not_replayable",
+                    "detail": f"only the first {len(payload)} of {info['payload_bytes']} bytes were kept",
+                }
+            )
+            continue
         message = Message(info["topic"], payload, 0, 0, False, False, int(info["received_ts"]))
         try:
             decoded = router.decode(message, now_ms)
@@ -60,15 +69,13 @@ def replay(
             log.exception("Replaying dead letter %d failed", dead_letter_id)
             failed.append({"id": dead_letter_id, "reason": "internal_error", "detail": repr(exc)})
             continue
-        batch.readings.extend(decoded.readings)
-        batch.events.extend(decoded.events)
-        batch.availability.extend(decoded.availability)
-        batch.devices.extend(decoded.devices)
+        batch.add(decoded)
         replayed.append(dead_letter_id)
     committed = None
     if replayed:
+        # The readings and the mark in one transaction: a replay is never half done.
+        batch.writes.append(lambda conn: mark_replayed(conn, replayed, now_ms))
         store.commit(batch)
-        store.mark_replayed(replayed, now_ms)
         committed = Committed(
             batch.readings, batch.events, batch.availability, time.time_ns() // 1_000_000
         )

@@ -3,6 +3,7 @@ letter with its reason and raw payload, and the good messages around it are stor
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -83,9 +84,16 @@ def test_bad_input_is_counted_kept_and_never_stops_the_hub(
         lambda: hub.query("SELECT count(*) FROM events")[0][0] >= 3, 30, what="binary/text events"
     )
     time.sleep(0.5)
-    letters = hub.query("SELECT reason, topic, payload, detail FROM dead_letters ORDER BY id")
+    letters = hub.query(
+        "SELECT reason, topic, payload, detail, payload_bytes, payload_sha256 FROM dead_letters ORDER BY id"
+    )
+    # Payloads up to store.dead_letters.max_payload (64 KiB) are kept whole; a larger one
+    # keeps its first 64 KiB with its full length and hash (any publisher can send them).
     assert [(r[0], r[1], bytes(r[2])) for r in letters] == [
-        (reason, topic, payload) for reason, topic, payload in BAD
+        (reason, topic, payload[:65536]) for reason, topic, payload in BAD
+    ]
+    assert [(r[4], r[5]) for r in letters] == [
+        (len(payload), hashlib.sha256(payload).hexdigest()) for _, _, payload in BAD
     ]
     assert all(r[3] for r in letters), "every dead letter says why"
 

@@ -20,8 +20,9 @@ from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 
+from hub.bus.clients import new_client
 from hub.bus.hub_json import encode
-from hub.bus.mqtt import no_delay
+from hub.config import BrokerConfig
 from hub.model import Event, Reading
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class SpoolingPublisher:
         client_id: str = "",
         topic_prefix: str = "hub",
         ack_timeout: float = 5.0,
+        broker: BrokerConfig | None = None,
     ) -> None:
         self.host, self.port = broker_address(broker_url)
         self.spool = Spool(spool_path)
@@ -107,11 +109,13 @@ class SpoolingPublisher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._connected = threading.Event()
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True
+        self.client = new_client(
+            client_id,
+            broker,
+            protocol=mqtt.MQTTProtocolVersion.MQTTv311,
+            clean_session=True,
         )
         self.client.reconnect_delay_set(0.2, 5)  # type: ignore[arg-type]  # floats work
-        self.client.on_socket_open = no_delay
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self._thread = threading.Thread(target=self._forward, name="spool-forwarder", daemon=True)

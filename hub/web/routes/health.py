@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse
 
 from hub.web import prometheus
@@ -15,13 +15,28 @@ from hub.web.models import ErrorResponse, Health
 router = APIRouter(tags=["health"])
 
 
-@router.get("/api/health", response_model=Health, dependencies=[Reader], summary="Is the hub well?")
-def health(ctx: Ctx) -> dict[str, Any]:
+@router.get(
+    "/api/health",
+    response_model=Health,
+    dependencies=[Reader],
+    summary="Is the hub well? 200 when every part is, 503 with the reasons when one is not",
+    responses={503: {"model": Health, "description": "Degraded: `reasons` says what is wrong"}},
+)
+def health(ctx: Ctx, response: Response) -> dict[str, Any]:
     status = ctx.status()
     broker = (status.get("broker") or {}).get("state", "unknown")
     ingest = status.get("ingest") or {}
+    overall = status.get("health") or {}
+    state = overall.get("status") or ("ok" if broker == "connected" else "degraded")
+    if state != "ok":
+        response.status_code = 503
     return {
-        "status": "ok" if broker == "connected" else "degraded",
+        "status": state,
+        "reasons": list(overall.get("reasons") or ([] if state == "ok" else [f"broker: {broker}"])),
+        "parts": {
+            name: {"status": part.get("status", "ok"), "reason": part.get("reason", "")}
+            for name, part in (overall.get("parts") or {}).items()
+        },
         "version": ctx.version,
         "uptime_s": round(time.time() - ctx.started_at, 1),
         "broker": str(broker),

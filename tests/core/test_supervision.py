@@ -1,0 +1,142 @@
+"""No task dies unnoticed (issue #12): the supervisor restarts what is safe to restart and
+stops the hub with a non-zero exit otherwise; shutdown always completes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from hub.config.loader import load_config
+from hub.ingest import IngestCore
+from hub.runtime import Supervisor
+from hub.service import Hub, run_hub
+from hub.store.sqlite import Store
+from tests.support.hubproc import Publisher
+from tests.support.mosquitto import Mosquitto
+
+
+async def test_a_restartable_task_is_restarted_after_a_failure() -> None:
+    fatal: list[str] = []
+    runs = 0
+    sup = Supervisor(fatal.append, backoff_max=0.05)
+
+    async def flaky() -> None:
+        nonlocal runs
+        runs += 1
+        if runs < 3:
+            raise RuntimeError("boom")
+        await asyncio.Event().wait()
+
+    sup.spawn("flaky", flaky, restart=True, backoff=0.01)
+    for _ in range(100):
+        if runs >= 3:
+            break
+        await asyncio.sleep(0.01)
+    assert runs == 3 and not fatal
+    assert sup.status()["flaky"]["restarts"] == 2
+    await sup.stop()
+
+
+async def test_a_vital_task_that_fails_or_ends_stops_the_hub() -> None:
+    fatal: list[str] = []
+    sup = Supervisor(fatal.append)
+
+    async def broken() -> None:
+        raise ValueError("bad state")
+
+    async def quits() -> None:
+        return
+
+    sup.spawn("broken", broken)
+    sup.spawn("quits", quits)
+    await asyncio.sleep(0.05)
+    assert fatal == ["task broken failed: ValueError: bad state"]
+    assert sup.failure == fatal[0]
+    assert sup.status()["quits"]["last_error"] == "ended while the hub runs"
+    await sup.stop()
+
+
+def _config(mosquitto: Mosquitto, tmp_path: Path) -> object:
+    return load_config(
+        None,
+        overrides={
+            ("data_dir",): str(tmp_path / "data"),
+            ("broker", "url"): mosquitto.url,
+            ("broker", "client_id"): "hub-supervision-test",
+            ("web", "enabled"): False,
+            ("store", "rollup_interval"): "0.1s",
+            ("status", "interval"): "0.1s",
+        },
+    )
+
+
+@pytest.mark.mosquitto
+async def test_a_failing_maintenance_loop_is_logged_and_restarted(
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    calls = 0
+    real = Store.rollup
+
+    def rollup(self: Store, *args: object) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in the rollup")
+        return real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Store, "rollup", rollup)
+    hub = Hub(_config(mosquitto, tmp_path))  # type: ignore[arg-type]
+    await hub.start()
+    try:
+        for _ in range(300):
+            if calls >= 3:
+                break
+            await asyncio.sleep(0.02)
+        assert calls >= 3, "the loop runs again after the failure"
+        assert "Task maintenance failed; restarting it" in caplog.text
+        assert "a bug in the rollup" in caplog.text  # the traceback is logged
+        health = hub.status()["health"]
+        assert health["status"] == "degraded" and "maintenance" in " ".join(health["reasons"])
+        assert not hub.stop_requested.is_set()
+    finally:
+        await hub.stop()
+    assert "Hub stopped" in caplog.text
+
+
+@pytest.mark.mosquitto
+async def test_a_failing_ingest_stops_the_hub_with_a_non_zero_exit(
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    def prepare(self: IngestCore, messages: object) -> object:
+        raise RuntimeError("a bug in the decoder path")
+
+    monkeypatch.setattr(IngestCore, "prepare", prepare)
+    config = _config(mosquitto, tmp_path)
+    stop = asyncio.Event()
+
+    async def feed() -> None:
+        await asyncio.sleep(1.0)
+        publisher = Publisher(mosquitto.host, mosquitto.port)
+        publisher.publish("hub/readings/rig", b'{"values": {"current": 1}}')
+        await asyncio.to_thread(publisher.flush, 10)
+        publisher.close()
+
+    feeder = asyncio.create_task(feed())
+    code = await asyncio.wait_for(run_hub(config, stop), 60)  # type: ignore[arg-type]
+    await feeder
+    assert code == 1
+    assert "Task ingest failed; the hub stops" in caplog.text
+    assert "Hub stopped after a failure: task ingest failed" in caplog.text
+    assert caplog.records[-1].getMessage().startswith("Hub stopped after a failure")
