@@ -17,12 +17,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-import orjson
 
 from hub.cli.common import config_option, load_or_exit
 from hub.derive.session import Session
 from hub.model import Reading
-from hub.store.sessions import ExportFormat, SessionStore, export_readings
+from hub.store.sessions import (
+    ExportFormat,
+    NoSamples,
+    SessionStore,
+    export_readings,
+    session_readings,
+)
 
 # -- database access (rewire these to the core store) ------------------------------------
 
@@ -53,19 +58,11 @@ def _session(conn: sqlite3.Connection, session_id: str) -> Session:
 
 
 def _session_readings(conn: sqlite3.Connection, session: Session) -> Iterator[Reading]:
-    """The session's device's raw samples from start to end, from the core store's tables."""
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if not {"samples", "series"} <= tables:
-        raise click.ClickException("this database holds no samples (the hub has not stored any)")
-    rows = conn.execute(
-        "SELECT s.ts, r.device, r.metric, s.value, r.unit, r.source, r.tags"
-        " FROM samples s JOIN series r ON r.id = s.series_id"
-        " WHERE r.device = ? AND s.ts BETWEEN ? AND ? ORDER BY s.ts, r.metric",
-        (session.device, session.start_ms, session.end_ms),
-    )
-    for ts, device, metric, value, unit, source, tags in rows:
-        tag_map = orjson.loads(tags) if tags else {}
-        yield Reading(device, metric, value, ts, unit, tag_map, source or "mqtt")
+    """The session's readings (the same query serves the dashboard's download)."""
+    try:
+        yield from session_readings(conn, session)
+    except NoSamples as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 # -- presentation ------------------------------------------------------------------------

@@ -82,7 +82,8 @@ def start_web_hub(workdir: Path, extra: dict[str, Any] | None = None) -> WebHub:
 
 def _up(http: httpx.Client) -> bool:
     try:
-        return http.get("/api/health").status_code == 200
+        # 401: up, and reading needs the token (web.read_requires_token)
+        return http.get("/api/health").status_code in (200, 401)
     except httpx.HTTPError:
         return False
 

@@ -198,6 +198,10 @@ def test_sessions(web_hub: WebHub) -> None:
     for session in sessions:
         assert web_hub.http.get(f"/api/sessions/{session['id']}").json() == session
     assert web_hub.http.get("/api/sessions/nope").status_code == 404
+    missing = web_hub.http.get("/api/sessions/nope/export", params={"format": "json"})
+    assert missing.status_code == 404 and "nope" in missing.json()["error"]
+    wrong = web_hub.http.get("/api/sessions/nope/export", params={"format": "xml"})
+    assert wrong.status_code == 422 and "format" in wrong.json()["error"]
 
 
 def test_live_feed_filters_and_alerts(web_hub: WebHub) -> None:
