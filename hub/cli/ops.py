@@ -101,10 +101,10 @@ def restore(config_path: Path | None, archive: Path, secrets: bool) -> None:
         f"Restored {result.samples:,} samples (schema {result.schema}) to {result.store} "
         "(integrity check: ok)."
     )
-    for path in result.files[1:]:
-        click.echo(f"  restored {path}")
-    for path in result.kept:
-        click.echo(f"  kept the previous {path.name.split('.before-restore-')[0]} as {path}")
+    for restored_file in result.files[1:]:
+        click.echo(f"  restored {restored_file}")
+    for kept in result.kept:
+        click.echo(f"  kept the previous {kept.name.split('.before-restore-')[0]} as {kept}")
 
 
 @click.command("migrate")

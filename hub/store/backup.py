@@ -185,7 +185,7 @@ def take_backup(
             _add_file(tar, f"store/{store.name}", copy)
             for name, path in present:
                 _add_file(tar, name, path)
-            files = [f"store/{store.name}", *manifest["files"]]  # type: ignore[list-item]
+            files = [f"store/{store.name}", *(name for name, _ in present)]
         os.replace(partial, output)  # atomic: a crash never leaves half a backup under the name
     return BackupResult(output, samples, schema, files, time.monotonic() - started)
 
