@@ -54,4 +54,10 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli(prog_name="hub")
+    from hub.store.sqlite import StoreError
+
+    try:
+        cli(prog_name="hub")
+    except StoreError as exc:  # a damaged, foreign or newer store: say what to do, no traceback
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(4) from None

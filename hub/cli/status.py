@@ -109,6 +109,8 @@ def status(config_path: Path | None, as_json: bool) -> None:
         )
         return
     if not data:
+        if store_error:
+            console.print(f"[red]Store {config.store_path}: {store_error}[/]")
         console.print(
             f"The hub has not run with data_dir {config.data_dir} yet. Start it with [bold]hub run[/]."
         )

@@ -11,11 +11,19 @@ Schema (one measurement per metric family, the metric is the field):
 - one float field named by the metric; timestamps in ms or ns as configured.
 
 Delivery: a batch leaves the outbox only after the server acknowledged it (2xx). Transient
-failures (refused connections, timeouts, 5xx, 429/503 with Retry-After) retry the SAME batch
-with exponential backoff and full jitter, so order per series is kept. Permanent refusals
-(400/422 parse errors, 413 too large, 404 bucket) split the batch in halves to isolate the bad
-points, which become dead letters with the server's reason; the rest proceeds. 401/403 pause
-forwarding with a clear status instead of filling the dead-letter table.
+failures (timeouts, 5xx, 429/503 with Retry-After) retry the SAME batch with exponential
+backoff and full jitter, so order per series is kept. When the server cannot be reached at all
+(refused, reset, unresolvable), a cheap probe of its /health (or /ping) runs every
+`probe_interval` during the backoff and the batch goes out as soon as the server answers.
+Permanent refusals (400/422 parse errors, 413 too large, 404 bucket) split the batch in halves
+to isolate the bad points, which become ONE dead letter per batch and reason (count, first
+point, the server's message); the rest proceeds. 401/403 pause forwarding with a clear status
+instead of filling the dead-letter table.
+
+Truth while it waits: a monitor task refreshes the outbox figures twice a second, whatever the
+send loop does; status() carries a `health` entry (ok / degraded with a reason) that the hub
+aggregates into /api/health. The log says each thing once: delivery failing, delivery back,
+outbox full (and once a minute while it stays full), outbox has room again.
 
 The line protocol is built as plain strings and handed to the client as one body: the client's
 Point objects cost ~5x more per reading (see bench/influx.py).
@@ -30,8 +38,11 @@ import http.client
 import logging
 import math
 import random
+import re
 import shutil
+import socket
 import sqlite3
+import ssl
 import time
 import urllib.parse
 from collections import deque
@@ -213,6 +224,11 @@ class InfluxSender:
             return WriteResult("transient", None, _describe(exc))
         return WriteResult("ok", 204)
 
+    def probe(self) -> bool:
+        return probe_server(
+            self.settings.url, min(2.0, self.settings.timeout), self.settings.verify_tls
+        )
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.client.close()
@@ -234,6 +250,12 @@ class RawSender:
         self.timeout = settings.timeout
         self.conn: http.client.HTTPConnection | None = None
         self.target = settings.url
+        self.settings = settings
+
+    def probe(self) -> bool:
+        return probe_server(
+            self.settings.url, min(2.0, self.settings.timeout), self.settings.verify_tls
+        )
 
     def write(self, body: str) -> WriteResult:
         try:
@@ -267,12 +289,87 @@ def _text(body: Any) -> str:
     return str(body)[:2000]
 
 
+_OBJECT_REPR = re.compile(r"<[^<>]* object at 0x[0-9a-fA-F]+>:?\s*")
+
+
 def _describe(exc: BaseException) -> str:
-    # urllib3 wraps the socket error a few levels down; the innermost says what happened.
-    inner: BaseException = exc
-    while getattr(inner, "reason", None) is not None and isinstance(inner.reason, BaseException):  # type: ignore[attr-defined]
-        inner = inner.reason  # type: ignore[attr-defined]
-    return f"{type(inner).__name__}: {inner}"[:500]
+    """A readable reason for a failed request: 'connection refused', 'no answer in time'.
+
+    urllib3 wraps the socket error a few levels down (MaxRetryError -> NewConnectionError ->
+    ConnectionRefusedError) and its text starts with an object repr; say what happened instead.
+    """
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        item = todo.pop(0)
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        chain.append(item)
+        reason = getattr(item, "reason", None)
+        todo += [reason if isinstance(reason, BaseException) else None, item.__cause__]
+        todo.append(item.__context__)
+    names = {type(e).__name__ for e in chain}
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "connection refused"
+    if any(isinstance(e, ConnectionResetError | BrokenPipeError) for e in chain):
+        return "the connection was reset"
+    if any(isinstance(e, socket.gaierror) for e in chain):
+        return "the host name does not resolve"
+    if any(isinstance(e, ssl.SSLError) for e in chain):
+        ssl_error = next(e for e in chain if isinstance(e, ssl.SSLError))
+        return f"TLS failed: {_OBJECT_REPR.sub('', str(ssl_error))}"[:300]
+    if any(isinstance(e, TimeoutError | socket.timeout) for e in chain) or any(
+        "Timeout" in n for n in names
+    ):
+        return "no answer in time (influx.timeout)"
+    inner = chain[-1] if chain else exc
+    for item in chain:
+        if isinstance(item, OSError) and item.strerror:
+            return str(item.strerror).lower()[:300]
+    text = _OBJECT_REPR.sub("", str(inner)).strip() or type(inner).__name__
+    return text[:300]
+
+
+def probe_server(url: str, timeout: float, verify_tls: bool = True) -> bool:
+    """Does the server answer at all? GET /health (InfluxDB 2/3, VictoriaMetrics), else /ping.
+
+    Cheap on purpose: it runs every few seconds while writes back off, so the forward resumes
+    within seconds of the server's return instead of after the full backoff. Any HTTP answer
+    below 500 counts (a 401 from /health still means the server is back; the write decides).
+    """
+    parsed = urllib.parse.urlsplit(url)
+    base = parsed.path.rstrip("/")
+    statuses: list[int] = []
+    for path in ("/health", "/ping"):
+        conn: http.client.HTTPConnection
+        try:
+            if parsed.scheme == "https":
+                context = ssl.create_default_context()
+                if not verify_tls:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                conn = http.client.HTTPSConnection(
+                    parsed.hostname or "localhost", parsed.port or 443, timeout=timeout,
+                    context=context,
+                )  # fmt: skip
+            else:
+                conn = http.client.HTTPConnection(
+                    parsed.hostname or "localhost", parsed.port or 8086, timeout=timeout
+                )
+            try:
+                conn.request("GET", base + path)
+                response = conn.getresponse()
+                response.read(4096)
+                statuses.append(response.status)
+            finally:
+                conn.close()
+        except (OSError, http.client.HTTPException):
+            return False
+        if statuses[-1] != 404:
+            return statuses[-1] < 500
+    return True  # it answers HTTP, just not on these paths: let the write decide
 
 
 # -- the forwarder -------------------------------------------------------------------------------
@@ -288,16 +385,23 @@ class Sender(Protocol):
     def close(self) -> None: ...
 
 
+FULL_REPEAT = 60.0  # the outbox-full ERROR repeats this often while it stays full
+REFUSAL_REPEAT = 60.0  # one WARNING per refusal reason this often
+
+
 @dataclass
 class ForwarderStats:
     delivered: int = 0
     batches: int = 0
     retries: int = 0
+    probes: int = 0
     dead_lettered: int = 0  # points, this run
     dead_letters: int = 0  # rows in the table (source 'influx'), refreshed
     last_error: str | None = None
     last_error_at: float | None = None
-    last_delivery_at: float | None = None
+    last_delivery_at: float | None = None  # wall clock, persisted (outbox_marks)
+    failing_since: float | None = None  # wall clock of the first failed write of this outage
+    probe_ok_at: float | None = None  # wall clock the last probe found the server back
     window: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
 
     def rate(self, now: float) -> float:
@@ -309,11 +413,23 @@ class ForwarderStats:
         return sum(n for _, n in self.window) / span
 
 
+@dataclass
+class _Refusals:
+    """Points one batch got refused for good, by reason: one dead letter each."""
+
+    rows: list[OutboxRow] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    status: int | None = None
+    message: str = ""
+
+
 class Forwarder:
     """Reads the outbox, sends batches, records what the server acknowledged or refused.
 
     `write(fn)` runs `fn(conn)` in a transaction on the store's writer connection (in the hub:
-    the ingest core's store thread). Reads use a connection of their own.
+    the ingest core's store thread). Reads use a connection of their own. A monitor task
+    refreshes the outbox figures twice a second whatever the send loop is doing, so status,
+    health and the outbox-full ERROR stay true while a batch waits for the server.
     """
 
     def __init__(
@@ -343,10 +459,14 @@ class Forwarder:
         self._reader: sqlite3.Connection | None = None
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="influx-db")
         self._net_thread = ThreadPoolExecutor(1, thread_name_prefix="influx-net")
+        self._probe_thread = ThreadPoolExecutor(1, thread_name_prefix="influx-probe")
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
-        self._last_refused = 0
-        self._last_refusal_log = 0.0
+        self._last_refused: int | None = None
+        self._full_since: float | None = None
+        self._full_logged_at = 0.0
+        self._refusal_logged: dict[str, tuple[float, int, int]] = {}
+        self._retries_at_failure = 0
 
     # -- plumbing
 
@@ -380,19 +500,21 @@ class Forwarder:
         await self.write(lambda conn: outbox.configure(conn, True, self.max_rows))
         await self.refresh()
 
-    def _read_state(self) -> tuple[outbox.OutboxState, int]:
+    def _read_state(self) -> tuple[outbox.OutboxState, int, outbox.Marks]:
         conn = self._conn()
         st = outbox.state(conn)
         letters = conn.execute(
             "SELECT count(*) FROM dead_letters WHERE source = ? AND replayed_ts IS NULL",
             (outbox.DEAD_LETTER_SOURCE,),
         ).fetchone()[0]
-        return st, int(letters)
+        return st, int(letters), outbox.marks(conn)
 
     async def refresh(self) -> None:
-        """Outbox figures for status(); the free-disk guard; loud refusal reports."""
-        st, letters = await self._db(self._read_state)
+        """Outbox figures for status(); the free-disk guard; loud outbox-full reports."""
+        st, letters, marks = await self._db(self._read_state)
         self.outbox_state, self.stats.dead_letters = st, letters
+        if marks.last_delivery_ts is not None:
+            self.stats.last_delivery_at = marks.last_delivery_ts / 1000
         try:
             free = shutil.disk_usage(self.db_path.parent).free
         except OSError:
@@ -411,20 +533,34 @@ class Forwarder:
                 )
             else:
                 log.warning("Free disk space is back: queueing for InfluxDB again")
-        if st.refused > self._last_refused:
-            now = time.monotonic()
-            if now - self._last_refusal_log >= 10.0 or self._last_refused == 0:
-                self._last_refusal_log = now
+        self._report_full(st)
+
+    def _report_full(self, st: outbox.OutboxState) -> None:
+        """ERROR the moment the outbox refuses readings, then once a minute while it does."""
+        previous = st.refused if self._last_refused is None else self._last_refused
+        self._last_refused = st.refused
+        refusing = st.refused > previous or (st.full and st.enabled)
+        now = time.monotonic()
+        if refusing:
+            if self._full_since is None or now - self._full_logged_at >= FULL_REPEAT:
+                self._full_since = self._full_since or now
+                self._full_logged_at = now
                 log.error(
-                    "InfluxDB outbox is full (%d undelivered readings, budget influx.max_outbox "
-                    "%d bytes): %d new readings were stored locally but NOT queued for InfluxDB "
-                    "(%d in total). Fix the server, raise the budget, then 'hub influx backfill'.",
+                    "InfluxDB outbox full (%d queued, influx.max_outbox %d bytes): %d readings "
+                    "refused so far, stored here but NOT queued. Run 'hub influx backfill' once "
+                    "the server is back.",
                     st.backlog,
                     self.settings.max_outbox,
-                    st.refused - self._last_refused,
-                    st.refused,
+                    st.gap_points or st.refused,
                 )
-            self._last_refused = st.refused
+        elif self._full_since is not None and not st.full:
+            log.warning(
+                "InfluxDB outbox has room again after %.0f s; %d refused readings still to send: "
+                "run 'hub influx backfill'",
+                now - self._full_since,
+                st.gap_points,
+            )
+            self._full_since = None
 
     def _load_prefixes(self, series_ids: set[int]) -> None:
         missing = [s for s in series_ids if s not in self._prefixes]
@@ -446,57 +582,82 @@ class Forwarder:
         return rows
 
     def body(self, rows: Sequence[OutboxRow]) -> str:
+        return "\n".join(self._lines(rows))
+
+    def _lines(self, rows: Sequence[OutboxRow]) -> list[str]:
         prefixes, suffix = self._prefixes, self.lines.suffix
-        return "\n".join([f"{prefixes[r.series_id]}{r.value!r} {r.ts}{suffix}" for r in rows])
+        return [f"{prefixes[r.series_id]}{r.value!r} {r.ts}{suffix}" for r in rows]
 
     # -- the loop
 
+    async def _monitor(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.refresh()
+            except Exception:  # a locked or busy store: the next round tries again
+                log.debug("InfluxDB outbox refresh failed", exc_info=True)
+            await self._sleep(0.5)
+
     async def run(self) -> None:
         cursor = 0
-        last_refresh = 0.0
         linger_since: float | None = None
         await self.configure()
-        while not self._stopping.is_set():
-            now = time.monotonic()
-            if now - last_refresh >= 1.0:
-                last_refresh = now
-                await self.refresh()
-            rows = await self._db(self._read, cursor, self.settings.batch_size)
-            if not rows:
-                self._set_state("idle", "")
+        monitor = asyncio.create_task(self._monitor(), name="influx-monitor")
+        try:
+            while not self._stopping.is_set():
+                if monitor.done():
+                    monitor.result()  # surface a crash of the monitor
+                now = time.monotonic()
+                rows = await self._db(self._read, cursor, self.settings.batch_size)
+                if not rows:
+                    self._set_state("idle", "")
+                    linger_since = None
+                    await self._sleep(1.0, wakeable=True)
+                    continue
+                if len(rows) < self.settings.batch_size:
+                    # A partial batch waits up to `linger` for more readings to share the request.
+                    if linger_since is None:
+                        linger_since = now
+                    if now - linger_since < self.settings.linger:
+                        await self._sleep(self.settings.linger - (now - linger_since))
+                        if not self._stopping.is_set():
+                            continue
                 linger_since = None
-                await self._sleep(1.0, wakeable=True)
-                continue
-            if len(rows) < self.settings.batch_size:
-                # A partial batch waits up to `linger` for more readings to share the request.
-                if linger_since is None:
-                    linger_since = now
-                if now - linger_since < self.settings.linger:
-                    await self._sleep(self.settings.linger - (now - linger_since))
-                    if not self._stopping.is_set():
-                        continue
-            linger_since = None
-            if not await self.send(rows):
-                break  # stopping with the batch undelivered: it stays queued
-            cursor = rows[-1].id
+                if not await self.send(rows):
+                    break  # stopping with the batch undelivered: it stays queued
+                cursor = rows[-1].id
+        finally:
+            # Not _stopping: after a crash the supervisor runs `run()` again.
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
         await self.refresh()
 
     async def send(self, rows: Sequence[OutboxRow]) -> bool:
         """Deliver `rows` (in order) or dead-letter what the server refuses for good.
 
-        Returns False only when stopping interrupted it; the rows then stay queued.
+        Points refused for good are collected per reason and become ONE dead letter per batch
+        and reason (count, first point, the server's message). Returns False only when
+        stopping interrupted it; the undelivered rows then stay queued.
         """
-        finite = [r for r in rows if math.isfinite(r.value)]
-        if len(finite) != len(rows):
-            bad = [r for r in rows if not math.isfinite(r.value)]
-            await self._dead_letter(bad, UNREPRESENTABLE, "InfluxDB cannot store inf/nan")
-            rows = finite
-        if not rows:
-            return True
-        return await self._send(rows)
+        refused: dict[str, _Refusals] = {}
+        bad = [r for r in rows if not math.isfinite(r.value)]
+        if bad:
+            letter = refused.setdefault(UNREPRESENTABLE, _Refusals())
+            letter.rows += bad
+            letter.lines += self._lines(bad)
+            letter.message = "InfluxDB cannot store inf/nan"
+            rows = [r for r in rows if math.isfinite(r.value)]
+        done = True
+        if rows:
+            done = await self._send(rows, refused)
+        for reason, letter in refused.items():
+            await self._dead_letter(reason, letter)
+        return done
 
-    async def _send(self, rows: Sequence[OutboxRow]) -> bool:
-        body = self.body(rows)
+    async def _send(self, rows: Sequence[OutboxRow], refused: dict[str, _Refusals]) -> bool:
+        lines = self._lines(rows)
+        body = "\n".join(lines)
         attempt = 0
         loop = asyncio.get_running_loop()
         while True:
@@ -510,18 +671,21 @@ class Forwarder:
                 self.stats.batches += 1
                 self.stats.window.append((now, len(rows)))
                 self.stats.last_delivery_at = time.time()
-                if self.state != "forwarding":
-                    log.info("InfluxDB %s accepts writes again", self.sender.target)
+                self._recovered()
                 self._set_state("forwarding", "")
                 return True
             self._error(result)
             if result.kind == "rejected":
                 if len(rows) > 1 and result.status != 404:
                     middle = len(rows) // 2
-                    return await self._send(rows[:middle]) and await self._send(rows[middle:])
-                await self._dead_letter(
-                    rows, reason_for(result.status), f"HTTP {result.status}: {result.message}", body
-                )
+                    return await self._send(rows[:middle], refused) and await self._send(
+                        rows[middle:], refused
+                    )
+                letter = refused.setdefault(reason_for(result.status), _Refusals())
+                letter.rows += rows
+                letter.lines += lines
+                letter.status = letter.status or result.status
+                letter.message = letter.message or result.message
                 return True
             if self._stopping.is_set():
                 return False
@@ -533,26 +697,75 @@ class Forwarder:
                     f"write permission on bucket {self.settings.bucket!r}. Next try in "
                     f"{self.settings.auth_retry:.0f} s.",
                 )
-                if attempt == 0 or self.state != "paused_auth":
-                    log.error("%s", self.detail)
+                self._failing(result)
                 await self._sleep(self.settings.auth_retry)
             else:
+                self._failing(result)
                 delay = self.backoff(attempt, result.retry_after)
                 self.stats.retries += 1
-                self._set_state(
-                    "retrying",
-                    f"{result.message or 'HTTP ' + str(result.status)}; retry {attempt + 1} in {delay:.1f} s",
-                )
-                if attempt == 0:
-                    log.warning(
-                        "InfluxDB %s unavailable (%s); retrying with backoff, readings stay queued",
-                        self.sender.target,
-                        result.message or f"HTTP {result.status}",
-                    )
-                await self._sleep(delay)
+                reason = result.message or f"HTTP {result.status}"
+                if result.status is None:
+                    # Unreachable: the server is down, not refusing. Probe it cheaply every
+                    # few seconds and write again as soon as it answers.
+                    self._set_state("retrying", f"server unavailable ({reason})")
+                    await self._wait_for_server(delay)
+                else:
+                    # A real write error (5xx, 429): back off with jitter, no probing.
+                    self._set_state("retrying", f"{reason}; retry {attempt + 1} in {delay:.1f} s")
+                    await self._sleep(delay)
             if self._stopping.is_set():
                 return False
             attempt += 1
+
+    async def _wait_for_server(self, delay: float) -> None:
+        """Sleep up to `delay`, cut short as soon as a probe finds the server answering."""
+        probe: Callable[[], bool] | None = getattr(self.sender, "probe", None)
+        deadline = time.monotonic() + delay
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            await self._sleep(min(self.settings.probe_interval, remaining))
+            if probe is None or self._stopping.is_set() or time.monotonic() >= deadline:
+                continue
+            self.stats.probes += 1
+            if await loop.run_in_executor(self._probe_thread, probe):
+                self.stats.probe_ok_at = time.time()
+                log.debug("InfluxDB %s answers again; sending the queue", self.sender.target)
+                return
+
+    def _failing(self, result: WriteResult) -> None:
+        """One WARNING when delivery starts failing (and not on every retry)."""
+        if self.stats.failing_since is not None:
+            return
+        self.stats.failing_since = time.time()
+        self._retries_at_failure = self.stats.retries
+        if result.kind == "auth":
+            log.error("%s", self.detail)  # says what to fix
+            return
+        backlog = self.outbox_state.backlog if self.outbox_state else 0
+        log.warning(
+            "InfluxDB delivery is failing: %s. Readings stay queued (%d now) and are sent when "
+            "it is back%s.",
+            self.stats.last_error,
+            backlog,
+            f"; checking it every {self.settings.probe_interval:.0f} s"
+            if result.kind == "transient" and result.status is None
+            else "",
+        )
+
+    def _recovered(self) -> None:
+        if self.stats.failing_since is None:
+            return
+        backlog = self.outbox_state.backlog if self.outbox_state else 0
+        log.info(
+            "InfluxDB delivery works again after %.0f s (%d retries); sending %d queued readings",
+            time.time() - self.stats.failing_since,
+            self.stats.retries - self._retries_at_failure,
+            backlog,
+        )
+        self.stats.failing_since = None
 
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         """Full jitter on an exponential ceiling; the server's Retry-After is a floor."""
@@ -562,29 +775,43 @@ class Forwarder:
             delay = max(delay, min(retry_after, self.settings.retry_max * 5))
         return delay
 
-    async def _dead_letter(
-        self, rows: Sequence[OutboxRow], reason: str, detail: str, body: str | None = None
-    ) -> None:
-        payload = (body if body is not None else self.body(rows)).encode()
+    async def _dead_letter(self, reason: str, letter: _Refusals) -> None:
+        rows, count = letter.rows, len(letter.rows)
+        said = f"HTTP {letter.status}: {letter.message}" if letter.status else letter.message
+        detail = f"{said[:1000]} ({count} point{'s' if count != 1 else ''}; first: {letter.lines[0][:300]})"
+        payload = "\n".join(letter.lines).encode()
         target = self.sender.target
         now_ms = time.time_ns() // 1_000_000
         await self.write(
             lambda conn: outbox.dead_letter(conn, rows, now_ms, target, reason, detail, payload)
         )
-        self.stats.dead_lettered += len(rows)
+        self.stats.dead_lettered += count
         self.stats.dead_letters += 1
+        # One WARNING per reason a minute; what was held back is counted into the next one.
+        now = time.monotonic()
+        last, held_letters, held_points = self._refusal_logged.get(reason, (-math.inf, 0, 0))
+        if now - last < REFUSAL_REPEAT:
+            self._refusal_logged[reason] = (last, held_letters + 1, held_points + count)
+            return
+        self._refusal_logged[reason] = (now, 0, 0)
         log.warning(
-            "InfluxDB refused %d point(s) for good (%s): %s. They are in the dead letters "
-            "('hub deadletters list --source influx'); the rest proceeds.",
-            len(rows),
+            "InfluxDB refused %d point(s) for good (%s): %s. Kept as a dead letter "
+            "('hub deadletters list --source influx'); the rest proceeds.%s",
+            count,
             reason,
-            detail[:300],
+            detail[:500],
+            f" Since the last report: {held_points} more points in {held_letters} dead letters."
+            if held_letters
+            else "",
         )
 
     def _error(self, result: WriteResult) -> None:
-        self.stats.last_error = (
-            f"HTTP {result.status}: {result.message}" if result.status else result.message
-        )
+        target = self.sender.target
+        if result.status:
+            message = result.message.strip() or http.client.responses.get(result.status, "")
+            self.stats.last_error = f"InfluxDB {target} answered HTTP {result.status}: {message}"
+        else:
+            self.stats.last_error = f"cannot reach InfluxDB {target}: {result.message}"
         self.stats.last_error_at = time.time()
 
     def _set_state(self, state: str, detail: str) -> None:
@@ -596,6 +823,7 @@ class Forwarder:
     def close(self) -> None:
         self.sender.close()
         self._net_thread.shutdown(wait=False, cancel_futures=True)
+        self._probe_thread.shutdown(wait=False, cancel_futures=True)
         self._db_thread.shutdown(wait=True)
         if self._reader is not None:
             self._reader.close()
@@ -609,37 +837,79 @@ class Forwarder:
         lag = (now_ms - st.oldest_ts) / 1000 if st and st.oldest_ts is not None else 0.0
         state = self.state
         full = bool(st and st.enabled and st.backlog >= st.max_rows) or self.disk_low
-        if full and state not in ("paused_auth",):
+        if full and state not in ("paused_auth", "failed"):
             state = "outbox_full"
         backlog = st.backlog if st else 0
+        refused = st.refused if st else 0
+        gap = st.gap_points if st else 0
         rate = self.stats.rate(time.monotonic())
         summary = {
             "idle": "up to date",
             "forwarding": f"forwarding, {backlog} queued",
-            "retrying": f"server unavailable, {backlog} queued, retrying: {self.detail}",
+            "retrying": f"retrying: {self.detail}, {backlog} queued",
             "paused_auth": self.detail,
-            "outbox_full": f"OUTBOX FULL: {backlog} queued, new readings not queued ({st.refused if st else 0} refused)"
+            "outbox_full": f"OUTBOX FULL: {backlog} queued, new readings not queued ({gap} refused)"
+            + (f", retrying: {self.detail}" if self.state == "retrying" else "")
             + (" - free disk below influx.min_free_disk" if self.disk_low else ""),
             "starting": "starting",
+            "failed": self.detail,
         }.get(state, state)
+        if gap and state != "outbox_full":
+            summary += f"; {gap} refused readings not sent yet ('hub influx backfill')"
         return {
             "state": state,
             "summary": summary,
+            "health": self._health(state, backlog, gap, st.gap_series if st else 0),
             "target": self.sender.target,
             "backlog": backlog,
+            "outbox_bytes": backlog * outbox.BYTES_PER_ROW,
+            "outbox_max_bytes": self.max_rows * outbox.BYTES_PER_ROW,
             "lag_s": round(max(0.0, lag), 3),
             "delivered": self.stats.delivered,
             "delivered_per_s": round(rate, 1),
             "batches": self.stats.batches,
             "retries": self.stats.retries,
+            "probes": self.stats.probes,
             "dead_letters": self.stats.dead_letters,
             "dead_lettered_points": self.stats.dead_lettered,
-            "refused": st.refused if st else 0,
+            "refused": refused,
+            "refused_unsent": gap,
+            "history_unsent": st.history_points if st else 0,
             "outbox_max_rows": self.max_rows,
             "disk_low": self.disk_low,
             "last_error": self.stats.last_error,
             "last_error_at": self.stats.last_error_at,
+            "last_success_at": self.stats.last_delivery_at,
+            "failing_since": self.stats.failing_since,
+            "probe_ok_at": self.stats.probe_ok_at,
         }
+
+    def _health(self, state: str, backlog: int, gap: int, gap_series: int) -> dict[str, str]:
+        """The shared contract: ok, or degraded with one readable sentence."""
+        target = self.sender.target
+        if state == "outbox_full":
+            reason = (
+                f"InfluxDB outbox is full ({backlog} queued): {gap} readings were stored but not "
+                f"queued; run 'hub influx backfill' once {target} is back"
+            )
+            if self.disk_low:
+                reason = "free disk is below influx.min_free_disk: new readings are not queued for InfluxDB"
+        elif state == "retrying":
+            since = self.stats.failing_since
+            reason = (
+                f"InfluxDB forward is down{f' for {time.time() - since:.0f} s' if since else ''}: "
+                f"{self.stats.last_error or self.detail}; {backlog} readings queued"
+            )
+        elif state in ("paused_auth", "failed"):
+            reason = self.detail
+        elif gap:
+            reason = (
+                f"{gap} readings of {gap_series} series never reached InfluxDB (the outbox was "
+                "full); send them with 'hub influx backfill'"
+            )
+        else:
+            return {"status": "ok", "reason": f"InfluxDB forward {state}, {backlog} queued"}
+        return {"status": "degraded", "reason": reason}
 
 
 def _delivered(conn: sqlite3.Connection, first: int, last: int) -> int:
@@ -739,7 +1009,15 @@ class OutboxOffComponent:
         pass
 
     def status(self) -> dict[str, Any]:
-        return {"state": "disabled", "summary": "disabled", "backlog": self.queued}
+        return {
+            "state": "disabled",
+            "summary": f"disabled (influx.enabled is false); {self.queued} readings stay queued",
+            "health": {
+                "status": "ok",
+                "reason": "InfluxDB forwarding is switched off (influx.enabled: false)",
+            },
+            "backlog": self.queued,
+        }
 
 
 def build(ports: Ports) -> InfluxComponent | OutboxOffComponent | None:

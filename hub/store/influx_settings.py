@@ -52,6 +52,11 @@ class InfluxSettings(ConfigModel):
     retry_max: Duration = Field(
         60.0, description="Longest retry delay (exponential backoff with jitter)."
     )
+    probe_interval: Duration = Field(
+        2.0,
+        gt=0,
+        description="While the server is unreachable, ask its /health (or /ping) this often and send again as soon as it answers.",
+    )
     auth_retry: Duration = Field(
         300.0,
         description="After 401/403 forwarding pauses; it tries again this often (the token may be fixed server-side).",

@@ -246,7 +246,12 @@ def _copy_all(db: pages.Database, dst: sqlite3.Connection) -> dict[str, int]:
         for (name,) in dst.execute("SELECT name FROM sqlite_master WHERE type='table'")
     }
     copied: dict[str, int] = {}
+    # Rows come back as they were: no trigger may act on them (the outbox trigger would queue
+    # every recovered sample for InfluxDB again).
+    triggers = dst.execute("SELECT name, sql FROM sqlite_master WHERE type='trigger'").fetchall()
     dst.execute("BEGIN")
+    for name, _ in triggers:
+        dst.execute(f'DROP TRIGGER "{name}"')
     for obj in objects:
         if obj.kind != "table" or obj.name not in targets or obj.name == "meta":
             continue
@@ -270,6 +275,8 @@ def _copy_all(db: pages.Database, dst: sqlite3.Connection) -> dict[str, int]:
             except pages.PageError:
                 continue
         copied[obj.name] = count
+    for _, sql in triggers:
+        dst.execute(sql)
     dst.execute("COMMIT")
     return copied
 

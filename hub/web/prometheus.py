@@ -155,12 +155,27 @@ def render(status: Mapping[str, Any], dead_letters: Mapping[str, int] | None = N
             "Dead letters kept in the store, by reason.",
             [({"reason": k}, float(v)) for k, v in sorted(dead_letters.items())],
         )
+    _influx(w, status.get("influx"))
     for section, value in status.items():
         if section in _CORE_SECTIONS or not isinstance(value, Mapping):
             continue
         for path, number in _walk(value, (section,)):
             w.one(_name("hub", *path), "gauge", f"{'.'.join(path)} from hub status.", number)
     return "\n".join(w.lines) + "\n"
+
+
+def _influx(w: _Writer, influx: Any) -> None:
+    """The InfluxDB forward's named series (hub/store/influx.py `Forwarder.status`)."""
+    if not isinstance(influx, Mapping) or influx.get("state") == "disabled":
+        return
+    for name, kind, help_text, key in (
+        ("hub_influx_backlog_points", "gauge", "Readings queued in the outbox for InfluxDB.", "backlog"),
+        ("hub_influx_refused_total", "counter", "Readings stored but not queued for InfluxDB because the outbox was full.", "refused"),
+        ("hub_influx_delivered_total", "counter", "Readings InfluxDB acknowledged since the hub started.", "delivered"),
+        ("hub_influx_retries_total", "counter", "Writes to InfluxDB retried since the hub started.", "retries"),
+        ("hub_influx_last_success_timestamp_seconds", "gauge", "Unix time of the last write InfluxDB acknowledged.", "last_success_at"),
+    ):  # fmt: skip
+        w.one(name, kind, help_text, influx.get(key))
 
 
 def _walk(

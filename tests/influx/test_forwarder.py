@@ -116,7 +116,7 @@ def test_order_per_series_is_kept_through_retries(standin: StandIn, tmp_path: Pa
         return 204, "", {}
 
     standin.decide = decide
-    cfg = settings(standin.url, batch_size=50)
+    cfg = settings(standin.url, batch_size=50, probe_interval=0.01)
     store = open_store(tmp_path / "hub.db", cfg)
     try:
         items = readings(300)
@@ -127,6 +127,7 @@ def test_order_per_series_is_kept_through_retries(standin: StandIn, tmp_path: Pa
     finally:
         store.close()
     assert forwarder.stats.retries >= 2 * 6
+    assert forwarder.stats.probes == 0  # the server answered: real errors back off, no probing
     assert len(standin.accepted) == 300  # nothing twice, nothing lost
     per_series: dict[str, list[int]] = defaultdict(list)
     for line in standin.accepted:

@@ -39,9 +39,17 @@ def influx_config(url: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def stream(mosquitto: Mosquitto, messages: int, rate: float, stop: threading.Event) -> None:
+def stream(
+    mosquitto: Mosquitto,
+    messages: int,
+    rate: float,
+    stop: threading.Event,
+    start_ms: int | None = None,
+) -> None:
+    """`messages` hub JSON messages over three devices (four series), 10 ms apart in time."""
     publisher = Publisher(mosquitto.host, mosquitto.port, client_id="influx-stream")
-    start_ms = int(time.time() * 1000) - messages * 10
+    if start_ms is None:
+        start_ms = int(time.time() * 1000) - messages * 10
     try:
         for i in range(messages):
             if stop.is_set():

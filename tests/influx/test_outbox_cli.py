@@ -135,12 +135,12 @@ def test_deadletters_list_show_replay_purge_for_both_sources(
     assert [(r["source"], r["reason"]) for r in rows] == [
         ("mqtt", "internal_error"),
         ("mqtt", "bad_json"),
-        ("influx", "influx_bad_request"),
-        ("influx", "influx_bad_request"),
+        ("influx", "influx_bad_request"),  # one per batch and reason, not one per point
     ]
     influx_ids = [r["id"] for r in rows if r["source"] == "influx"]
     shown = runner.invoke(deadletters, ["show", "-c", str(config), str(influx_ids[0])])
     assert "bad timestamp" in shown.output and "air,device=airq-2" in shown.output
+    assert "2 points; first: air,device=airq-2" in shown.output
     table = runner.invoke(deadletters, ["list", "-c", str(config), "--source", "influx"])
     assert "influx_bad_request" in table.output and "boom" not in table.output
 
@@ -148,7 +148,7 @@ def test_deadletters_list_show_replay_purge_for_both_sources(
     assert replayed.exit_code == 1  # the bad JSON is still bad, and says so
     assert "still rejected (invalid_json" in replayed.output
     assert "1 readings stored (0 already there)" in replayed.output
-    assert replayed.output.count("re-queued 1 points") == 2
+    assert replayed.output.count("re-queued 2 points") == 1
     store = Store(tmp_path / "data" / "hub.db")
     try:
         assert store.conn.execute(
@@ -167,7 +167,7 @@ def test_deadletters_list_show_replay_purge_for_both_sources(
     pending = runner.invoke(deadletters, ["list", "-c", str(config), "--pending", "--json"])
     assert [orjson.loads(x)["reason"] for x in pending.output.splitlines()] == ["bad_json"]
     purged = runner.invoke(deadletters, ["purge", "-c", str(config), "--replayed", "--yes"])
-    assert "Purged 3" in purged.output
+    assert "Purged 2" in purged.output
     store = Store(tmp_path / "data" / "hub.db")
     try:
         assert store.conn.execute("SELECT count(*) FROM outbox_dead_points").fetchone() == (0,)

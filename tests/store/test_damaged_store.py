@@ -100,6 +100,12 @@ def test_damaged_store_is_refused_found_and_recovered(
     assert "hub store check" in run.stderr and "hub store recover" in run.stderr
     assert len(run.stderr.splitlines()) <= 5, "one clear message, not a page list"
 
+    status = hub(tmp_path, "status")
+    assert "Traceback" not in status.stdout + status.stderr
+    query = hub(tmp_path, "query", "pm2_5")
+    assert "Traceback" not in query.stdout + query.stderr
+    assert query.returncode == 4 and "hub store check" in query.stderr
+
     check = hub(tmp_path, "store", "check")
     assert check.returncode == 1, check.stdout
     assert "DAMAGED" in check.stdout
