@@ -446,7 +446,8 @@ class Store:
         self.conn = open_checked(self.path, synchronous, check_seconds, busy_timeout)
         self._lock = threading.RLock()
         self.dead_letter_limits = dead_letters or DeadLetterLimits()
-        # transaction() keeps these; a migration runs in one before the series are read
+        # transaction() keeps these in step, and _migrate runs in transactions: they must
+        # exist before it (an upgrade from schema 1 failed with AttributeError without this).
         self._series: dict[tuple[str, str, str], int] = {}
         self._new_series: list[tuple[str, str, str]] = []
         self._last: dict[int, tuple[int, float]] = {}
@@ -458,11 +459,9 @@ class Store:
         except StoreError:
             self.conn.close()
             raise
-        self._series = {}
-        # Series created by the open transaction: forgotten again if it rolls back, or the
-        # cache would hand out ids of rows that were never stored.
-        self._new_series = []
-        self._last = {}
+        # _series: (device, metric, tags) -> id. _new_series: series created by the open
+        # transaction, forgotten again if it rolls back, or the cache would hand out ids of
+        # rows that were never stored. Both are set up before _migrate, above.
         self._tag_keys: dict[tuple[tuple[str, str], ...], str] = {}
         for row in self.conn.execute("SELECT id, device, metric, tags FROM series"):
             self._series[(row[1], row[2], row[3])] = row[0]
