@@ -324,7 +324,8 @@ class IngestCore:
         """Store thread: what derivations hold open (drive sessions) is closed and committed.
         Returns how many records were written."""
         batch = Batch()
-        self._derive(batch, lambda d: d.close())
+        now_ms = time.time_ns() // 1_000_000
+        batch.readings = self._derive(batch, lambda d: d.close(), (), now_ms)
         if batch.readings or batch.writes:
             # One attempt, not the retrying commit: a failing store must not hold up shutdown.
             result = self.store.commit(batch)
