@@ -1,7 +1,7 @@
 """Wrong-token flood against a real `hub run`: the hub's RSS and /api/health latency.
 
     .venv/bin/python bench/auth_flood.py                  # this checkout's hub
-    .venv/bin/python bench/auth_flood.py --repo /work/main  # another checkout's hub (a "before")
+    .venv/bin/python bench/auth_flood.py --repo ../hub-before  # another checkout's hub (a "before")
     .venv/bin/python bench/auth_flood.py --no-limit         # no 429: every wrong token checked
 
 1,000 requests with wrong tokens in 10 s from 50 connections, at the routes that need the

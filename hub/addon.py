@@ -36,7 +36,7 @@ def options_to_config(options: dict[str, Any], mqtt: dict[str, Any] | None) -> d
         "web": {
             "host": "0.0.0.0",
             "port": 8090,
-            "read_requires_token": bool(options.get("web_read_requires_token", False)),
+            "public_read": bool(options.get("web_public_read", False)),
         },
         "store": {
             "retention": {"raw": f"{int(options.get('retention_raw_days', 30))}d"},

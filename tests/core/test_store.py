@@ -194,7 +194,7 @@ def test_a_store_without_seq_is_migrated_once(tmp_path: Path) -> None:
     triggers = {
         row[0] for row in store.conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")
     }
-    assert "outbox_append" in triggers
+    assert "outbox_append_v2" in triggers
     store.commit(Batch(events=[Event("n1", "mode", "boost", 1000, seq=1)]))
     assert store.last_event_text("n1", "mode") == "boost"
     store.close()

@@ -168,7 +168,7 @@ def test_every_option_reaches_hub_yaml(config: dict[str, Any]) -> None:
     options = {
         **config["options"],
         "log_level": "debug",
-        "web_read_requires_token": True,
+        "web_public_read": True,
         "ha_discovery": False,
         "retention_raw_days": 7,
         "influx_enabled": True,
@@ -179,7 +179,7 @@ def test_every_option_reaches_hub_yaml(config: dict[str, Any]) -> None:
     }
     hub = load_config_from(options_to_config(options, {**MQTT, "ssl": True}))
     assert hub.log.level == "debug"
-    assert hub.web.read_requires_token is True
+    assert hub.web.public_read is True
     assert hub.homeassistant.discovery.enabled is False
     assert hub.store.retention.raw == 7 * 86400
     assert hub.influx.enabled and hub.influx.url == "http://influx.lan:8086"

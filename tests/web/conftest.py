@@ -68,7 +68,8 @@ def start_web_hub(workdir: Path, extra: dict[str, Any] | None = None) -> WebHub:
     port = free_port()
     extra = dict(extra or {})
     config: dict[str, Any] = {
-        "web": {"port": port, "host": "127.0.0.1", **extra.pop("web", {})},
+        # The browser tests read without the token unless a test turns public_read off.
+        "web": {"port": port, "host": "127.0.0.1", "public_read": True, **extra.pop("web", {})},
         "alerts": {"rules": [TEST_RULE]},
         **extra,
     }
@@ -82,7 +83,7 @@ def start_web_hub(workdir: Path, extra: dict[str, Any] | None = None) -> WebHub:
 
 def _up(http: httpx.Client) -> bool:
     try:
-        # 401: up, and reading needs the token (web.read_requires_token)
+        # 401: up, and reading needs the token (web.public_read is off)
         return http.get("/api/health").status_code in (200, 401)
     except httpx.HTTPError:
         return False

@@ -31,8 +31,11 @@ def client(tmp_path: Path) -> TestClient:
     batch = Batch(readings=[Reading("airq-1", "co2", v, ts, "ppm") for ts, v in SAMPLES])
     store.commit(batch)
     store.close()
+    # Reading without the token (#14: off by default): these tests are about the parameters.
     ctx = WebContext(
-        WebSettings(), Readers(tmp_path / "hub.db"), TokenStore(tmp_path / "web_token.json")
+        WebSettings(public_read=True),
+        Readers(tmp_path / "hub.db"),
+        TokenStore(tmp_path / "web_token.json"),
     )
     return TestClient(create_app(ctx))
 

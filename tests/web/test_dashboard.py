@@ -518,7 +518,7 @@ def test_a_session_lists_the_alerts_during_it(
 
 def test_downloads_work_where_reading_needs_the_token(browser: Any, tmp_path: Path) -> None:
     # A plain link carries no token; on such a hub the page fetches the file with it.
-    web = start_web_hub(tmp_path, {"web": {"read_requires_token": True}})
+    web = start_web_hub(tmp_path, {"web": {"public_read": False}})
     try:
         start = time.time_ns() // 1_000_000
         for value in (11.9, 11.8, 11.7):
