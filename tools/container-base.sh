@@ -35,7 +35,11 @@ fi
 stamp=$WHEELS/.lock-$(sha256sum "$ROOT/requirements.lock" | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   rm -rf "$WHEELS" && mkdir -p "$WHEELS"
-  python3 -m pip wheel -q -w "$WHEELS" -c "$ROOT/requirements.lock" "$ROOT" setuptools wheel >&2
+  # The lock's versions as constraints: pip cannot check a hash for the source directory.
+  constraints=$(mktemp)
+  sed -E -e '/^[[:space:]]*--hash/d' -e 's/[[:space:]]*\\$//' "$ROOT/requirements.lock" > "$constraints"
+  python3 -m pip wheel -q -w "$WHEELS" -c "$constraints" "$ROOT" setuptools wheel >&2
+  rm -f "$constraints"
   rm -f "$WHEELS"/hub-*.whl
   touch "$stamp"
 fi
