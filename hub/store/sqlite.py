@@ -465,11 +465,7 @@ class Store:
         self._tag_keys: dict[tuple[tuple[str, str], ...], str] = {}
         for row in self.conn.execute("SELECT id, device, metric, tags FROM series"):
             self._series[(row[1], row[2], row[3])] = row[0]
-        self.dead_letter_bytes = int(
-            self.conn.execute(
-                "SELECT coalesce(sum(length(payload)), 0) FROM dead_letters"
-            ).fetchone()[0]
-        )
+        self.dead_letter_bytes = stored_dead_letter_bytes(self.conn)
         self.dead_letters_dropped = 0
         self.dead_letters_repeated = 0
 
@@ -1062,11 +1058,7 @@ class Store:
             before = conn.total_changes
             conn.execute(sql, args)
             deleted = conn.total_changes - before
-            self.dead_letter_bytes = int(
-                conn.execute(
-                    "SELECT coalesce(sum(length(payload)), 0) FROM dead_letters"
-                ).fetchone()[0]
-            )
+            self.dead_letter_bytes = stored_dead_letter_bytes(conn)
             return deleted
 
     def find_dead_letters(
@@ -1135,11 +1127,7 @@ class Store:
             before = conn.total_changes
             conn.executemany("DELETE FROM dead_letters WHERE id=?", [(i,) for i in ids])
             deleted = conn.total_changes - before
-            self.dead_letter_bytes = int(
-                conn.execute(
-                    "SELECT coalesce(sum(length(payload)), 0) FROM dead_letters"
-                ).fetchone()[0]
-            )
+            self.dead_letter_bytes = stored_dead_letter_bytes(conn)
             return deleted
 
     def mark_replayed(self, ids: Iterable[int], now_ms: int) -> None:
@@ -1244,6 +1232,13 @@ class Store:
             if p.exists():
                 total += p.stat().st_size
         return total
+
+
+def stored_dead_letter_bytes(conn: sqlite3.Connection) -> int:
+    """What the kept dead-letter payloads take, the figure store.dead_letters.max_bytes bounds."""
+    return int(
+        conn.execute("SELECT coalesce(sum(length(payload)), 0) FROM dead_letters").fetchone()[0]
+    )
 
 
 def mark_replayed(conn: sqlite3.Connection, ids: Iterable[int], now_ms: int) -> None:
