@@ -20,15 +20,25 @@ from hub.web.context import WebContext
 from hub.web.reader import Readers
 from hub.web.settings import WebSettings
 
-NOW_MS = int(time.time() * 1000)
-# One sample a minute for two hours, ending now: value = minutes before now.
-SAMPLES = [(NOW_MS - m * 60_000, float(m)) for m in range(120, -1, -1)]
+
+def minute_samples() -> list[tuple[int, float]]:
+    """One sample a minute for two hours, ending now: value = minutes before now.
+
+    Made when a test runs, not when the module is collected: in the full suite the test runs
+    minutes after collection, and relative windows ("5m") would miss samples made then."""
+    now_ms = int(time.time() * 1000)
+    return [(now_ms - m * 60_000, float(m)) for m in range(120, -1, -1)]
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> TestClient:
+def samples() -> list[tuple[int, float]]:
+    return minute_samples()
+
+
+@pytest.fixture
+def client(tmp_path: Path, samples: list[tuple[int, float]]) -> TestClient:
     store = Store(tmp_path / "hub.db")
-    batch = Batch(readings=[Reading("airq-1", "co2", v, ts, "ppm") for ts, v in SAMPLES])
+    batch = Batch(readings=[Reading("airq-1", "co2", v, ts, "ppm") for ts, v in samples])
     store.commit(batch)
     store.close()
     # Reading without the token (#14: off by default): these tests are about the parameters.
@@ -88,8 +98,10 @@ def test_query_takes_durations_like_the_cli(
     assert set(got) <= set(map(float, minutes)) and len(got) >= len(minutes) - 1, got
 
 
-def test_query_takes_iso_times_and_still_unix_ms(client: TestClient) -> None:
-    start_ms, end_ms = SAMPLES[10][0], SAMPLES[20][0]
+def test_query_takes_iso_times_and_still_unix_ms(
+    client: TestClient, samples: list[tuple[int, float]]
+) -> None:
+    start_ms, end_ms = samples[10][0], samples[20][0]
     local = datetime.fromtimestamp(start_ms / 1000).isoformat(timespec="milliseconds")
     utc = datetime.fromtimestamp(end_ms / 1000).astimezone().isoformat(timespec="milliseconds")
     assert values(client, **{"from": local, "to": utc}) == [float(110 - i) for i in range(11)]

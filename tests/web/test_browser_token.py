@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.mosquitto, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def private_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebHub]:
-    web = start_web_hub(tmp_path_factory.mktemp("privatehub"))
+    web = start_web_hub(tmp_path_factory.mktemp("privatehub"), {"web": {"public_read": False}})
     try:
         run_simulate(
             web.broker, "--nodes", "1", "--buggies", "0", "--rounds", "3", "--seed", "5",
