@@ -24,7 +24,9 @@ from hub.sources.serial.protocols import make_framer
 from hub.sources.serial.vesc import encode_packet
 
 LINE_RATE = 115200 / 10
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "data" / "esc-captures"
+CAPTURES = (
+    Path(__file__).resolve().parents[1] / "tests" / "data"
+)  # the real captures, in the checkout
 
 
 def stream(protocol: str, size: int = 200_000) -> bytes:
@@ -38,10 +40,7 @@ def stream(protocol: str, size: int = 200_000) -> bytes:
             if protocol == "hobbywing-v4"
             else "hobbywing-platinum-pro-v3.csv"
         )
-        path = (
-            CAPTURES / name if CAPTURES.exists() else Path("/work/shared/data/esc-captures") / name
-        )
-        v4 = v3 = b"".join(data for _, data in read_capture(path)[1])
+        v4 = v3 = b"".join(data for _, data in read_capture(CAPTURES / name)[1])
     while len(out) < size:
         i += 1
         if protocol == "kiss":

@@ -54,7 +54,9 @@ def _serve_process(db: str, sock_fd: int) -> None:
     from hub.web.settings import WebSettings
 
     path = Path(db)
-    app = create_app(WebContext(WebSettings(), Readers(path), TokenStore(path.parent / "t.json")))
+    # Reading without the token (public_read): the figure is the query's, not the auth's.
+    settings = WebSettings(public_read=True)
+    app = create_app(WebContext(settings, Readers(path), TokenStore(path.parent / "t.json")))
     sock = socket.socket(fileno=sock_fd)
     asyncio.run(
         uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).serve([sock])
@@ -236,7 +238,8 @@ def bench_live(
         broker = Mosquitto(Path(tmp) / "broker", persistence=False)
         broker.start()
         port = free_port()
-        hub = HubProcess(Path(tmp), broker.url, {"web": {"port": port, "host": "127.0.0.1"},
+        web = {"port": port, "host": "127.0.0.1", "public_read": True}  # live feed, no token
+        hub = HubProcess(Path(tmp), broker.url, {"web": web,
                                                  "alerts": {"enabled": False}}).start()  # fmt: skip
         ws_url = f"ws://127.0.0.1:{port}/api/live"
         try:

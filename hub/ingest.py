@@ -26,7 +26,7 @@ import orjson
 from hub.bus import esphome
 from hub.bus.mqtt import Message, MqttConnection
 from hub.bus.reject import Rejected
-from hub.bus.router import Router
+from hub.bus.router import Decoded, Router
 from hub.model import Event, Reading
 from hub.ports import CommittedFeed
 from hub.store.sqlite import Batch, CommitResult, DeadLetter, StoreFull, message_digest
@@ -35,6 +35,9 @@ from hub.store.writer import StoreWriter
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR = "internal_error"
+DERIVE_SOURCE = "derive"  # dead letters of a deriver that failed
+DERIVER_FAILED = "deriver_failed"
+MAX_DEAD_INPUTS = 1000  # readings kept in such a dead letter
 T = TypeVar("T")
 
 
@@ -50,15 +53,24 @@ class Deriver(Protocol):
 
     def tick(self, now_ms: int) -> DerivedLike: ...
 
+    def close(self) -> DerivedLike: ...
+
 
 @dataclass(slots=True)
 class Committed:
-    """What one batch stored, handed to listeners (alerts, live feed) after the commit."""
+    """What one batch stored, handed to listeners (alerts, live feed) after the commit.
+
+    `readings` are the new readings the commit inserted (raw, then derived): never a
+    duplicate of a stored one. `last_known` are values of retained states the store did not
+    hold yet: stored, but not new readings (they neither feed derivations nor reset
+    staleness).
+    """
 
     readings: list[Reading]
     events: list[Event]
     availability: list[tuple[str, bool, int]]
     committed_ms: int
+    last_known: list[Reading] = field(default_factory=list)
 
 
 @dataclass
@@ -71,7 +83,9 @@ class IngestStats:
     events: int = 0
     commit_failures: int = 0
     deriver_failures: int = 0
+    retained_known: int = 0  # retained states whose value the store already ended with
     rejected: Counter[str] = field(default_factory=Counter)
+    deriver_failures_by: Counter[str] = field(default_factory=Counter)  # per deriver
     last_batch_size: int = 0
     last_commit_ms: float = 0.0
     started_at: float = field(default_factory=time.time)
@@ -86,10 +100,11 @@ class IngestStats:
         data: dict[str, object] = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.name not in ("age_at_commit", "rejected")
+            if f.name not in ("age_at_commit", "rejected", "deriver_failures_by")
         }
         data["rejected"] = dict(self.rejected.copy())
         data["rejected_total"] = sum(self.rejected.values())
+        data["deriver_failures_by"] = dict(self.deriver_failures_by.copy())
         ages = sorted(self.age_at_commit.copy())
         if ages:
             data["age_at_commit_ms"] = {
@@ -174,7 +189,8 @@ class IngestCore:
         self._stopping = False
         self._busy = False
         self._loaded = False
-        self._last_stamp: dict[str, int] = {}  # topic -> last receive stamp (store thread only)
+        # topic -> last (receive ms, seq) key given to its states (store thread only)
+        self._last_key: dict[str, tuple[int, int]] = {}
 
     def load_state(self) -> None:
         """Entities learnt from ESPHome discovery in earlier runs (before the stream starts)."""
@@ -251,28 +267,81 @@ class IngestCore:
         if count == 1:  # the first of a kind is news; the rest are counted
             log.warning("Rejected a message on %r: %s", message.topic[:200], detail)
 
-    def _derive(self, batch: Batch, run: Callable[[Deriver], DerivedLike]) -> None:
+    def _derive(
+        self,
+        batch: Batch,
+        run: Callable[[Deriver], DerivedLike],
+        inputs: Sequence[Reading],
+        now_ms: int,
+    ) -> list[Reading]:
+        """What the derivers make of new readings (or of the time): a deriver that fails is
+        counted per deriver and leaves a dead letter with the readings it was given, so the
+        gap in its outputs is visible (`hub status`, `hub deadletters list --source derive`)."""
         derived: list[Reading] = []
         for deriver in self.derivers:
             try:
                 result = run(deriver)
-            except Exception:
+            except Exception as exc:
+                name = type(deriver).__name__
                 self.stats.deriver_failures += 1
-                log.exception("Deriver %r failed; its outputs for this batch are skipped", deriver)
+                count = self.stats.deriver_failures_by[name] = (
+                    self.stats.deriver_failures_by[name] + 1
+                )
+                if count == 1:
+                    log.exception("Deriver %s failed; its outputs for this batch are missing", name)
+                else:
+                    log.warning("Deriver %s failed again (%d times): %r", name, count, exc)
+                batch.dead_letters.append(
+                    DeadLetter(
+                        now_ms, DERIVE_SOURCE, name, DERIVER_FAILED,
+                        f"{type(exc).__name__}: {exc}"[:1000]
+                        + (f" ({len(inputs)} readings, first {MAX_DEAD_INPUTS} kept)"
+                           if len(inputs) > MAX_DEAD_INPUTS else ""),
+                        orjson.dumps(
+                            [[r.device, r.metric, r.value, r.timestamp_ms, r.seq, dict(r.tags)]
+                             for r in inputs[:MAX_DEAD_INPUTS]]
+                        ) if inputs else None,
+                    )
+                )  # fmt: skip
                 continue
             derived.extend(result.readings)
             batch.writes.extend(result.writes)
-        self.stats.derived += len(derived)
-        batch.readings.extend(derived)
+        return derived
 
     def tick(self, now_ms: int) -> Committed:
         """Advance time-driven derivations (store thread): hours closing, sessions ending."""
         batch = Batch()
-        self._derive(batch, lambda d: d.tick(now_ms))
-        if batch.readings or batch.writes:
+        derived = self._derive(batch, lambda d: d.tick(now_ms), (), now_ms)
+        batch.readings = self.store.fresh(derived) if derived else derived
+        if batch.readings or batch.writes or batch.dead_letters:
             result = self._commit_retrying_sync(batch)
             self.stats.readings_stored += result.stored
+            self.stats.derived += len(batch.readings)
+            self.stats.duplicates += len(derived) - len(batch.readings)
         return Committed(batch.readings, [], [], time.time_ns() // 1_000_000)
+
+    def close_derivations(self) -> int:
+        """Store thread: what derivations hold open (drive sessions) is closed and committed.
+        Returns how many records were written."""
+        batch = Batch()
+        now_ms = time.time_ns() // 1_000_000
+        batch.readings = self._derive(batch, lambda d: d.close(), (), now_ms)
+        if batch.readings or batch.writes:
+            # One attempt, not the retrying commit: a failing store must not hold up shutdown.
+            result = self.store.commit(batch)
+            self.stats.readings_stored += result.stored
+        return len(batch.writes)
+
+    async def close_open_sessions(self) -> None:
+        """On shutdown, before ingest stops: store the drive sessions still open, so a hub
+        that stops mid-run keeps the run (a session otherwise closes only on stillness)."""
+        try:
+            closed = await self.call(self.close_derivations)
+        except Exception:  # shutdown goes on: the run is lost, the rest is stored
+            log.exception("Closing the open drive sessions failed")
+            return
+        if closed:
+            log.info("Closed %d open drive session(s) on shutdown", closed)
 
     @property
     def listeners(self) -> list[Listener]:
@@ -397,29 +466,55 @@ class IngestCore:
         stats.batches += 1
         stats.last_batch_size = prepared.messages
         stats.readings_stored += result.stored
-        stats.duplicates += result.duplicates
+        stats.duplicates += prepared.duplicates + result.duplicates
+        stats.derived += len(prepared.derived)
         stats.events += result.events
+        if result.stored != len(batch.readings):  # fresh() and the commit disagree: a bug
+            log.warning(
+                "The store inserted %d of %d readings it had found new", result.stored,
+                len(batch.readings),
+            )  # fmt: skip
         committed_ms = time.time_ns() // 1_000_000
         stats.age_at_commit.extend(committed_ms - stamp for stamp in prepared.own_stamps)
-        return Committed(batch.readings, batch.events, batch.availability, committed_ms)
+        return Committed(
+            [*prepared.live, *prepared.derived],
+            batch.events,
+            batch.availability,
+            committed_ms,
+            prepared.last_known,
+        )
 
     def prepare(self, messages: Sequence[Message]) -> Prepared:
-        """Decode and derive one batch (store thread). Never raises on bad input."""
+        """Decode and derive one batch (store thread). Never raises on bad input.
+
+        Only readings the commit will insert go on: the store is asked which sample keys are
+        new before derivations run, so a redelivered message is neither stored nor derived
+        nor announced twice, and a retained state the store already holds is not a new
+        reading. (Exact because the store thread is the only writer of samples.)
+        """
         now_ms = time.time_ns() // 1_000_000
         batch = Batch()
         router = self.router
         store = self.store
-        last_stamp = self._last_stamp
+        last_key = self._last_key
+        this_batch: dict[tuple[int, int], tuple[int, int]] = {}  # receipts not committed yet
         own_stamps: list[int] = []
+        last_known: list[Reading] = []  # retained states the store does not hold yet
+        newest: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
         for message in messages:
-            redelivered = False
+            key: tuple[int, int] | None = None
+            digest = 0
             try:
-                if message.dup and message.qos:
+                if message.qos:
                     digest = message_digest(message.topic, message.payload)
-                    earlier = store.receipt(message.mid, digest)
-                    if earlier is not None:
-                        message = dataclasses.replace(message, received_ms=earlier)
-                        redelivered = True
+                    if message.dup:
+                        # A redelivery takes the key its first delivery got, whether that was
+                        # committed in an earlier batch or sits in this one.
+                        key = this_batch.get((message.mid, digest)) or store.receipt(
+                            message.mid, digest
+                        )
+                        if key is not None and key[0] != message.received_ms:
+                            message = dataclasses.replace(message, received_ms=key[0])
                 decoded = router.decode(message, now_ms)
             except Rejected as exc:
                 self._reject(batch, message, exc.reason, exc.detail)
@@ -433,27 +528,117 @@ class IngestCore:
                     # the oldest sample of the message: its latency is the one to report
                     own_stamps.append(min(r.timestamp_ms for r in decoded.readings))
             else:
-                # Stamped with the receive time: two states of one topic within the same
-                # millisecond would share a sample key, so a later one moves up by 1 ms.
-                stamp = message.received_ms
-                previous = last_stamp.get(message.topic)
-                if previous is not None and stamp <= previous and not redelivered:
-                    stamp = previous + 1
-                    decoded.readings = [
-                        dataclasses.replace(r, timestamp_ms=stamp) for r in decoded.readings
-                    ]
-                    decoded.events = [
-                        dataclasses.replace(e, timestamp_ms=stamp) for e in decoded.events
-                    ]
-                if previous is None or stamp > previous:
-                    last_stamp[message.topic] = stamp
-                if message.qos:
-                    digest = message_digest(message.topic, message.payload)
-                    batch.receipts.append((message.mid, digest, stamp))
+                key = self._stamp(message, decoded, key, digest, batch, this_batch, last_key)
+            if message.retain and decoded.received_readings + decoded.received_events:
+                # A retained state delivered on (re)subscribe is the last known value, not a
+                # new reading: stored only when the store does not end with that value
+                # already, and never handed on as new (no derivation, no staleness reset).
+                self._last_known(decoded, newest, last_known, batch)
+                decoded = dataclasses.replace(decoded, readings=[], events=[])
             batch.add(decoded)
-        if self.derivers and batch.readings:
-            self._derive(batch, lambda d: d.derive(batch.readings))
-        return Prepared(batch, len(messages), own_stamps)
+        claimed: set[tuple[object, int, int]] = set()
+        live = batch.readings
+        new_live = store.fresh(live, claimed) if live else live
+        new_known = store.fresh(last_known, claimed) if last_known else last_known
+        derived: list[Reading] = []
+        if self.derivers and new_live:
+            derived = self._derive(batch, lambda d: d.derive(new_live), new_live, now_ms)
+        new_derived = store.fresh(derived, claimed) if derived else derived
+        batch.readings = [*new_live, *new_known, *new_derived]
+        duplicates = len(live) - len(new_live) + len(last_known) - len(new_known)
+        return Prepared(
+            batch, len(messages), own_stamps, new_live, new_known, new_derived, duplicates
+        )
+
+    def _stamp(
+        self,
+        message: Message,
+        decoded: Decoded,
+        key: tuple[int, int] | None,
+        digest: int,
+        batch: Batch,
+        this_batch: dict[tuple[int, int], tuple[int, int]],
+        last_key: dict[str, tuple[int, int]],
+    ) -> tuple[int, int]:
+        """Key the readings that carry the receive time: (receive ms, seq).
+
+        States of one topic within one millisecond (a backlog delivered at once) stay apart
+        by `seq`, never by stamps pushed ahead of the clock, so after a restart new states
+        cannot land on keys that earlier ones took. A redelivered message keeps the key of
+        its first delivery (`key`, from its receipt).
+        """
+        topic = message.topic
+        previous = last_key.get(topic)
+        if key is None:
+            ms = message.received_ms
+            if previous is not None and ms <= previous[0]:
+                # the same millisecond (or the clock stepped back): next in order
+                key = (previous[0], previous[1] + 1)
+            else:
+                key = (ms, 0)
+            if message.qos:
+                batch.receipts.append((message.mid, digest, key[0], key[1]))
+                this_batch[(message.mid, digest)] = key
+        if previous is None or key > previous:
+            last_key[topic] = key
+        ms, seq = key
+        if ms != message.received_ms or seq:
+            n = decoded.received_readings
+            if n:
+                head = decoded.readings[:-n]
+                decoded.readings = head + [
+                    dataclasses.replace(r, timestamp_ms=ms, seq=seq) for r in decoded.readings[-n:]
+                ]
+            n = decoded.received_events
+            if n:
+                head_events = decoded.events[:-n]
+                decoded.events = head_events + [
+                    dataclasses.replace(e, timestamp_ms=ms, seq=seq) for e in decoded.events[-n:]
+                ]
+        return key
+
+    def _last_known(
+        self,
+        decoded: Decoded,
+        newest: dict[tuple[str, str, tuple[tuple[str, str], ...]], float],
+        last_known: list[Reading],
+        batch: Batch,
+    ) -> None:
+        """A retained message's readings that are not what the store (or this batch) already
+        ends with; events go with them (a text sensor's by its own last text)."""
+        n = decoded.received_readings
+        own = decoded.readings[:-n] if n else decoded.readings
+        fresh_states = 0
+        for r in decoded.readings[len(own) :]:
+            series = (r.device, r.metric, tuple(r.tags.items()))
+            if series in newest:
+                known: float | None = newest[series]
+            else:  # the newest of this batch's live readings, else the store's
+                known = next(
+                    (x.value for x in reversed(batch.readings)
+                     if x.device == r.device and x.metric == r.metric and x.tags == r.tags),
+                    None,
+                )  # fmt: skip
+                if known is None:
+                    known = self.store.last_value(r)
+            if known == r.value:
+                self.stats.retained_known += 1
+                continue
+            newest[series] = r.value
+            last_known.append(r)
+            fresh_states += 1
+        last_known.extend(own)  # its own timestamps: its key tells whether it is stored
+        m = decoded.received_events
+        own_events = decoded.events[:-m] if m else decoded.events
+        batch.events.extend(own_events)
+        for e in decoded.events[len(own_events) :]:
+            if n:  # a binary sensor: its event goes with its reading
+                if fresh_states:
+                    batch.events.append(e)
+            elif self.store.last_event_text(e.device, e.name) != e.text:
+                batch.events.append(e)
+            else:
+                self.stats.retained_known += 1
 
 
 @dataclass(slots=True)
@@ -463,3 +648,7 @@ class Prepared:
     batch: Batch
     messages: int
     own_stamps: list[int]
+    live: list[Reading] = field(default_factory=list)  # new raw readings
+    last_known: list[Reading] = field(default_factory=list)  # new retained states
+    derived: list[Reading] = field(default_factory=list)  # new derived readings
+    duplicates: int = 0  # readings found stored already (or twice in the batch)

@@ -24,10 +24,14 @@ class Reading:
     """One numeric sample.
 
     `timestamp_ms` is Unix time in integer milliseconds: a sample is keyed by
-    (series, timestamp_ms), so an integer key makes a redelivered message land on the same
-    row instead of beside it. `tags` carry what tells two series of the same device and metric
-    apart (`sensor` for the ESPHome object id, `session` for an RC run); `source` says which
-    path it came by (`mqtt`, `esphome_api`, `serial`, `simulator`, `derived`).
+    (series, timestamp_ms, seq), so an integer key makes a redelivered message land on the same
+    row instead of beside it. `seq` orders the readings of one series that share a millisecond
+    (0 for the first): states stamped with their receive time arrive many to a millisecond
+    when a backlog is delivered, and they stay apart by `seq` instead of by stamps pushed ahead
+    of the clock (docs/mqtt.md, "Timestamps"). `tags` carry what tells two series of the same
+    device and metric apart (`sensor` for the ESPHome object id, `session` for an RC run);
+    `source` says which path it came by (`mqtt`, `esphome_api`, `serial`, `simulator`,
+    `derived`).
     """
 
     device: str
@@ -37,6 +41,7 @@ class Reading:
     unit: str | None = None
     tags: Mapping[str, str] = field(default_factory=lambda: _EMPTY_TAGS)
     source: str = "mqtt"
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +53,7 @@ class Event:
     text: str
     timestamp_ms: int
     source: str = "mqtt"
+    seq: int = 0  # order within a millisecond, as for a Reading
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,7 +155,7 @@ class Hub:
             return derive
         rc = dict(derive.rc)
         for name in Simulation(0, sim.buggies, None).buggy_names():
-            rc.setdefault(name, simulated_vehicle(name))
+            rc.setdefault(name, simulated_vehicle(name, sim.session_gap))
         return derive.model_copy(update={"rc": rc})
 
     def _start_simulator(self, host: str, port: int) -> None:
@@ -165,6 +165,8 @@ class Hub:
             sim_config.buggies,
             sim_config.seed,
             self.config.broker.topic_prefix,
+            drive_time=sim_config.drive_time,
+            pit_stop=sim_config.pit_stop,
         )
         broker = self.config.broker
         publisher = SimulatorPublisher(
@@ -183,11 +185,7 @@ class Hub:
 
         self._sim_thread = threading.Thread(target=run, name="hub-simulator", daemon=True)
         self._sim_thread.start()
-        log.info(
-            "Simulating %d air-quality nodes and %d buggies",
-            sim_config.airq_nodes,
-            sim_config.buggies,
-        )
+        log.info("Simulating %s", sim.describe())
 
     async def stop(self) -> None:
         """Ordered shutdown that always completes: simulator, components, ingest (commit + ack
@@ -204,6 +202,7 @@ class Hub:
         await self.supervisor.cancel("status")
         await self.supervisor.cancel("maintenance")
         if self.ingest is not None:
+            await self.ingest.close_open_sessions()
             try:
                 await self.ingest.stop()
             except Exception:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from hub.alerts.engine import AlertEngine, Transition
 from hub.alerts.packs import effective_rules
 from hub.alerts.store import AlertStore
 from hub.ingest import Committed
+from hub.model import CATALOG
 from hub.store.reader import ReadStore
 
 if TYPE_CHECKING:
@@ -48,6 +50,14 @@ def read_known(path: Any) -> tuple[list[tuple[str, str, int]], list[DeviceMeta]]
         store.close()
 
 
+# A device first seen while the hub runs gets its entities this long after its first reading
+# unless Home Assistant's view of it (the node's own discovery) arrives sooner: announcing it
+# as the hub's own device first and moving it later would leave an empty device behind.
+IDENTITY_GRACE_S = 2.0
+# After removing an entity whose device changed, wait this long before announcing it anew.
+READD_DELAY_S = 1.0
+
+
 class AlertsComponent:
     name = "alerts"
 
@@ -68,18 +78,26 @@ class AlertsComponent:
             self.discovery = DiscoveryPublisher(
                 ha.discovery, config.broker, f"hub_{slug(main_id)}",
                 config.data_dir / "ha_discovery.json", client_id,
+                metric_map=config.ingest.esphome.metric_map,
             )  # fmt: skip
         if ha.rest.enabled:
             from hub.ha.rest import RestNotifier
 
-            self.rest = RestNotifier(ha.rest)
-        self._devices: dict[str, DeviceMeta] = {}
-        self._sensors: set[tuple[str, str]] = set()
+            self.rest = RestNotifier(ha.rest, dead_letter=self._dead_letter)
+        self._devices: dict[str, DeviceMeta] = {}  # the store's devices table
+        self._series: dict[tuple[str, str], str] = {}  # (device, metric) -> source
+        self._first_seen: dict[str, float] = {}  # device -> monotonic; 0 = known at start
         self._wanted_cache: dict[tuple[str, str, str], bool] = {}
+        self._wanted_generation = -1
+        self._known_targets: set[tuple[str, str]] = set()
         self._announced_targets: set[tuple[str, str]] = set()
+        self._recheck_at: float | None = None
         self._seen_devices: set[str] = set()
         self._last_state: dict[tuple[str, str], float] = {}
         self._pending_state: dict[tuple[str, str], float] = {}
+        self._value_at_firing: dict[int, float | None] = {}
+        self._attributes_sent: dict[tuple[str, str], tuple[float | None, float]] = {}
+        self._sensor_count = 0
         self._dirty = True
         self._task: asyncio.Task[None] | None = None
         self.hub_latency_ms: list[float] = []
@@ -93,11 +111,20 @@ class AlertsComponent:
             self.engine.prime(device, metric, last_ts)
         for device in self._devices:
             self.engine.known_device(device)
+        for alert in self.engine.active():
+            self._value_at_firing[alert.id] = await asyncio.to_thread(self._fired_at, alert.id)
         if self.discovery is not None:
+            derived = _derived()
             for device, metric, _ in series:
-                self._wants(device, metric, "derived" if metric in _derived() else "mqtt")
+                self._series[(device, metric)] = "derived" if metric in derived else "mqtt"
+                self._first_seen[device] = 0.0
+            for device in self._devices:
+                self._first_seen[device] = 0.0
             self.discovery.start()
-            await asyncio.to_thread(self.discovery.wait_connected, 5)
+            if await asyncio.to_thread(self.discovery.wait_connected, 5):
+                # The nodes' retained discovery first: the first plan must already know
+                # which nodes Home Assistant has by themselves.
+                await asyncio.to_thread(self.discovery.wait_settled, 3.0)
             self._sync(force=True)
         self.engine.subscribe(self._on_transition)
         if self.rest is not None:
@@ -109,6 +136,12 @@ class AlertsComponent:
             len(self.engine.rules),
             len(self.engine.active()),
         )
+
+    def _fired_at(self, alert_id: int) -> float | None:
+        for _, kind, value, _ in self.store.events(alert_id):
+            if kind == "firing":
+                return value
+        return None
 
     async def stop(self) -> None:
         self.ports.committed.unsubscribe(self._on_committed)
@@ -123,6 +156,14 @@ class AlertsComponent:
             self._flush_states(force=True)
             self.discovery.stop()
         await asyncio.to_thread(self.store.close)
+
+    async def _dead_letter(self, reason: str, detail: str, payload: bytes) -> None:
+        """A notification Home Assistant refused for good, kept with the reason."""
+        from hub.store.sqlite import Batch, DeadLetter
+
+        writer = self.ports.writer
+        letter = DeadLetter(int(time.time() * 1000), "homeassistant", None, reason, detail, payload)
+        await writer.call(writer.store.commit, Batch(dead_letters=[letter]))
 
     # -- ingest side ---------------------------------------------------------------------
 
@@ -143,7 +184,15 @@ class AlertsComponent:
         # batch is reduced to one reading per series before any per-reading work: with group
         # commit a batch holds many readings of each busy series.
         latest = {(r.device, r.metric, r.source): r.value for r in committed.readings}
+        series, first_seen = self._series, self._first_seen
         for (device, metric, source), value in latest.items():
+            key = (device, metric)
+            if key not in series:
+                # A new series (or a node first seen while the hub runs): plan its entity
+                # from this reading on; the state below is retained, so the entity shows it.
+                series[key] = source
+                first_seen.setdefault(device, mono)
+                self._dirty = True
             if not wants(device, metric, source):
                 continue
             if device not in self._seen_devices:
@@ -158,46 +207,129 @@ class AlertsComponent:
                 pending[key] = value
 
     def _wants(self, device: str, metric: str, source: str) -> bool:
+        """Whether the hub announces (and publishes states of) this series. Never cached
+        across a change of what Home Assistant knows: a node's discovery arriving after its
+        first reading must not leave a sensor announced whose states are no longer sent."""
+        discovery = self.discovery
+        assert discovery is not None
+        self._check_generation()
         cache_key = (device, metric, source)
         wanted = self._wanted_cache.get(cache_key)
         if wanted is None:
-            assert self.discovery is not None
-            wanted = self.discovery.wants_sensor(device, metric, source, self._devices.get(device))
+            wanted = discovery.wants_sensor(device, metric, source, discovery.node(device))
             self._wanted_cache[cache_key] = wanted
-            if wanted and (device, metric) not in self._sensors:
-                self._sensors.add((device, metric))
-                self._dirty = True
         return wanted
 
+    def _check_generation(self) -> None:
+        """What Home Assistant knows changed: forget cached decisions, re-plan."""
+        assert self.discovery is not None
+        if self.discovery.generation != self._wanted_generation:
+            self._wanted_generation = self.discovery.generation
+            self._wanted_cache.clear()
+            self._dirty = True
+
     def _on_transition(self, transition: Transition) -> None:
+        alert = transition.alert
+        if transition.kind == "firing":
+            self._value_at_firing[alert.id] = alert.value
         if self.discovery is not None:
-            if transition.alert.key not in self._announced_targets:
+            if alert.key not in self._announced_targets:
                 self._sync()  # the entity must exist before its first state
-            self.discovery.on_transition(transition, self.engine.rules.get(transition.alert.rule))
+            rule = self.engine.rules.get(alert.rule)
+            if rule is not None:
+                self.discovery.publish_alert(
+                    rule, alert.device, alert if alert.firing else None,
+                    self._value_at_firing.get(alert.id),
+                )  # fmt: skip
+                self._attributes_sent[alert.key] = (alert.value, time.monotonic())
+        if not alert.firing:
+            self._value_at_firing.pop(alert.id, None)
         if self.rest is not None:
             self.rest.submit(transition)
 
     # -- discovery sync --------------------------------------------------------------------
 
+    def _ready(self, device: str, mono: float) -> bool:
+        """Announce a device's entities once Home Assistant's view of it is settled: the node
+        is known to be in HA by itself, or it has had the grace period to say so."""
+        assert self.discovery is not None
+        if self.discovery.node(device) is not None:
+            return True
+        return mono - self._first_seen.get(device, 0.0) >= IDENTITY_GRACE_S
+
+    def _meta(self, device: str) -> DeviceMeta:
+        from hub.ha.discovery import DeviceMeta
+
+        assert self.discovery is not None
+        stored = self._devices.get(device)
+        meta = DeviceMeta(device) if stored is None else dataclasses.replace(stored)
+        meta.node = self.discovery.node(device)
+        if not meta.kind or meta.kind == "other":
+            families = {CATALOG[m].family for d, m in self._series if d == device and m in CATALOG}
+            meta.kind = "rc" if "rc" in families else ("airq" if "air" in families else "other")
+        return meta
+
     def _sync(self, force: bool = False) -> None:
         discovery = self.discovery
         if discovery is None:
             return
+        self._check_generation()
+        mono = time.monotonic()
         targets = self.engine.targets()
-        new_targets = targets - self._announced_targets
-        if not (force or self._dirty or new_targets or self._announced_targets - targets):
+        due = self._recheck_at is not None and mono >= self._recheck_at
+        if not (force or self._dirty or due or targets != self._known_targets):
             return
-        rules = self.engine.rules
-        alert_targets = [(rules[r], d) for r, d in sorted(targets) if r in rules]
-        configs = discovery.build_configs(
-            self._devices.values(), sorted(self._sensors), alert_targets
-        )
-        discovery.set_configs(configs)
-        for rule_id, device in sorted(new_targets if not force else targets):
-            if rule_id in rules:
-                discovery.publish_alert(rules[rule_id], device, self.engine.state(rule_id, device))
-        self._announced_targets = targets
+        self._known_targets = set(targets)
         self._dirty = False
+        ready: dict[str, bool] = {}
+
+        def is_ready(device: str) -> bool:
+            if device not in ready:
+                ready[device] = self._ready(device, mono)
+            return ready[device]
+
+        sensors = sorted(
+            key for key, source in self._series.items()
+            if self._wants(key[0], key[1], source) and is_ready(key[0])
+        )  # fmt: skip
+        rules = self.engine.rules
+        announced = {(r, d) for r, d in targets if r in rules and is_ready(d)}
+        devices = {d for d, _ in sensors} | {d for _, d in announced}
+        configs = discovery.build_configs(
+            [self._meta(d) for d in sorted(devices)],
+            sensors,
+            [(rules[r], d) for r, d in sorted(announced)],
+        )
+        moved = discovery.set_configs(configs)
+        self._sensor_count = len(sensors)
+        waiting = [self._first_seen.get(d, 0.0) + IDENTITY_GRACE_S for d, r in ready.items() if not r]  # fmt: skip
+        if moved:
+            waiting.append(mono + READD_DELAY_S)
+        self._recheck_at = min(waiting) if waiting else None
+        new = announced if force else announced - self._announced_targets
+        for rule_id, device in sorted(new):
+            alert = self.engine.state(rule_id, device)
+            discovery.publish_alert(
+                rules[rule_id], device, alert,
+                self._value_at_firing.get(alert.id) if alert else None,
+            )  # fmt: skip
+        self._announced_targets = announced
+
+    def _refresh_firing(self) -> None:
+        """Firing alerts' attributes follow the value (at most once per state_interval)."""
+        discovery = self.discovery
+        assert discovery is not None
+        mono = time.monotonic()
+        interval = discovery.settings.state_interval
+        for alert in self.engine.active():
+            value, at = self._attributes_sent.get(alert.key, (None, 0.0))
+            if alert.value == value or mono - at < interval:
+                continue
+            rule = self.engine.rules.get(alert.rule)
+            if rule is None or alert.key not in self._announced_targets:
+                continue
+            discovery.publish_alert(rule, alert.device, alert, self._value_at_firing.get(alert.id))
+            self._attributes_sent[alert.key] = (alert.value, mono)
 
     def _flush_states(self, force: bool = False) -> None:
         """Publish the held-back latest values whose `state_interval` has passed (all of them
@@ -233,6 +365,7 @@ class AlertsComponent:
                         next_resync = mono + settings.resync_interval
                         await self._resync()
                     self._sync()
+                    self._refresh_firing()
                     if mono >= next_hub:
                         next_hub = mono + settings.hub_interval
                         self._publish_hub()
@@ -244,15 +377,13 @@ class AlertsComponent:
                 log.exception("Alert tick failed")
 
     async def _resync(self) -> None:
+        """The store's devices table (manufacturer, model, kind) and devices the engine should
+        watch for going offline. Which sensors are announced is re-planned from the series
+        seen and what Home Assistant knows at every sync, so nothing is dropped here."""
         _, devices = await asyncio.to_thread(read_known, self.ports.config.store_path)
         fresh = {d.name: d for d in devices}
         if fresh != self._devices:
             self._devices = fresh
-            self._wanted_cache.clear()
-            self._sensors = {
-                (d, m) for d, m in self._sensors
-                if d in fresh or d in self._seen_devices
-            }  # fmt: skip
             for device in fresh:
                 self.engine.known_device(device)
             self._dirty = True
@@ -280,7 +411,7 @@ class AlertsComponent:
         if self.discovery is not None:
             data["discovery"] = {
                 **vars(self.discovery.stats),
-                "sensors": len(self._sensors),
+                "sensors": self._sensor_count,
                 "alert_entities": len(self._announced_targets),
             }
         if self.rest is not None:

@@ -83,6 +83,7 @@ class AlertEngine:
         self._active: dict[tuple[str, str], Alert] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._silences: dict[tuple[str, str], int] = {}
+        self._tests: dict[tuple[str, str], int] = {}  # test alerts firing -> resolve at (ms)
         self._next_id = 1
         self.readings_seen = 0
         self.evaluations = 0
@@ -251,6 +252,8 @@ class AlertEngine:
         watch.value = value
         alert = self._active.get(key)
         if alert is not None:
+            if key in self._tests:
+                return  # a test alert ends on its own timer, not on the next real reading
             if rule.cleared(value):
                 self._resolve(alert, value, now)
             else:
@@ -287,6 +290,13 @@ class AlertEngine:
                 if now - watch.seen_ms >= rule.stale_ms and (rule_id, device) not in self._active:
                     age = (now - watch.seen_ms) / 1000.0
                     self._fire(rule, (rule_id, device), watch, age, now)
+        for key, until in list(self._tests.items()):
+            test_alert = self._active.get(key)
+            if test_alert is None:
+                del self._tests[key]
+            elif until <= now:
+                del self._tests[key]
+                self._resolve(test_alert, test_alert.value, now)
         for silence_key, until in list(self._silences.items()):
             if until <= now:
                 del self._silences[silence_key]
@@ -315,7 +325,13 @@ class AlertEngine:
         return until if until > now else None
 
     def _fire(
-        self, rule: Rule, key: tuple[str, str], watch: _Watch, value: float | None, now: int
+        self,
+        rule: Rule,
+        key: tuple[str, str],
+        watch: _Watch,
+        value: float | None,
+        now: int,
+        prefix: str = "",
     ) -> None:
         watch.since_ms = None
         self._pending.discard(key)
@@ -330,7 +346,7 @@ class AlertEngine:
             value=value,
             threshold=rule.threshold if rule.kind in ("threshold", "rate") else None,
             unit=watch.unit if rule.kind == "threshold" else None,
-            message=rule.render(device, watch.metric, value, watch.unit),
+            message=prefix + rule.render(device, watch.metric, value, watch.unit),
             device_class=rule.device_class,
             started_ms=now,
             updated_ms=now,
@@ -433,6 +449,27 @@ class AlertEngine:
                 touched.append(alert.copy())
         return touched
 
+    def fire_test(self, rule_id: str, device: str, until_ms: int) -> Alert:
+        """`hub alerts test RULE DEVICE`: fire a real alert of `rule_id` on `device` (message
+        starting "TEST:"), through every subscriber (Home Assistant entity, events, notify),
+        and resolve it at `until_ms`. KeyError for an unknown rule, ValueError if it fires."""
+        rule = self.rules.get(rule_id)
+        if rule is None:
+            raise KeyError(f"no rule with id {rule_id!r}")
+        key = (rule_id, device)
+        if key in self._active:
+            raise ValueError(f"{rule_id} is already firing on {device}")
+        now = self.clock()
+        watch = self._watches.setdefault(key, _Watch())
+        if watch.metric is None and rule.exact_metrics:
+            watch.metric = rule.exact_metrics[0]
+            spec = CATALOG.get(watch.metric)
+            watch.unit = spec.unit if spec else None
+        value = rule.threshold if rule.kind in ("threshold", "rate") else watch.value
+        self._tests[key] = until_ms
+        self._fire(rule, key, watch, value, now, prefix="TEST: ")
+        return self._active[key].copy()
+
     def apply_commands(self) -> None:
         """Apply ack/silence requests that `hub alerts` wrote to the store."""
         assert self.store is not None
@@ -446,6 +483,10 @@ class AlertEngine:
                     alert_or_rule: int | str = int(target) if target.isdigit() else target
                     touched = self.silence(alert_or_rule, int(until_ms or 0), by)
                     result = f"ok ({len(touched)} firing)"
+                elif command == "test":
+                    rule_id, _, device = target.partition("\t")
+                    fired = self.fire_test(rule_id, device, int(until_ms or now))
+                    result = f"ok (test alert {fired.id} firing)"
                 else:
                     result = f"unknown command {command!r}"
             except (KeyError, ValueError) as exc:

@@ -86,6 +86,11 @@ class RuleConfig(ConfigModel):
     id: str = Field(
         description="Unique rule id (lower-case letters, digits, '_'); names the HA entity."
     )
+    name: str | None = Field(
+        None,
+        max_length=64,
+        description='Short name of the alert\'s Home Assistant entity, shown after the device name ("CO2 high"); default from the id.',
+    )
     kind: Kind = Field("threshold", description="threshold | rate | stale | offline.")
     metric: list[str] = Field(
         default_factory=lambda: ["*"],
@@ -191,6 +196,10 @@ class RuleOverride(ConfigModel):
     for_s: Duration | None = Field(None, alias="for", description="Hold time before firing.")
     severity: Severity | None = Field(None, description="info | warning | critical.")
     message: str | None = Field(None, description="Message template.")
+    name: str | None = Field(None, max_length=64, description="Short Home Assistant name.")
+    device_class: DeviceClass | None = Field(
+        None, description="Home Assistant device class of the alert's binary_sensor."
+    )
 
     @field_validator("device", mode="before")
     @classmethod
@@ -257,18 +266,24 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 _INCLUSIVE = {"<": "<=", "<=": "<=", ">": ">=", ">=": ">="}
 
-_HEAT_METRICS = ("temperature",)
-_SAFETY_METRICS = ("cell_voltage", "pack_voltage", "co2", "pm", "aqi")
 
-
-def default_device_class(kind: str, metrics: list[str]) -> DeviceClass:
+def default_device_class(kind: str, metrics: list[str], comparison: str = ">") -> DeviceClass:
+    """Home Assistant's words for "on" must read right: `problem` ("Problem"/"OK") unless a
+    class says exactly what the alert means. `heat` reads "Hot" (over-temperature), `cold`
+    "Cold", `battery` "Low" (a pack or cell under a voltage). `safety` ("Unsafe"), `gas`
+    ("Detected": a leak) and `moisture` ("Wet") would misread a CO2 or humidity level."""
     if kind == "offline":
         return "problem"  # not connectivity: for that class "on" means connected
     joined = " ".join(metrics)
-    if any(m in joined for m in _HEAT_METRICS):
-        return "heat"
-    if kind != "stale" and any(m in joined for m in _SAFETY_METRICS):
-        return "safety"
+    rising = comparison in (">", ">=")
+    if kind != "stale" and "temperature" in joined:
+        return "heat" if rising else "cold"
+    if (
+        kind == "threshold"
+        and not rising
+        and ("cell_voltage" in joined or "pack_voltage" in joined)
+    ):
+        return "battery"
     return "problem"
 
 
@@ -317,7 +332,8 @@ class Rule:
             window_ms=round(config.window * 1000),
             stale_ms=round(config.stale_after * 1000),
             severity=config.severity,
-            device_class=config.device_class or default_device_class(config.kind, config.metric),
+            device_class=config.device_class
+            or default_device_class(config.kind, config.metric, config.comparison),
             exact_metrics=tuple(m for m in config.metric if not _is_pattern(m)),
             metric_patterns=tuple(m for m in config.metric if _is_pattern(m)),
             device_patterns=tuple(config.device),

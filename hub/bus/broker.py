@@ -70,8 +70,27 @@ def render_config(config: ManagedBrokerConfig, data_dir: Path) -> str:
     lines = [
         "# Written by the hub (broker: managed). Edits are overwritten at the next start;",
         "# set broker.url to use your own Mosquitto instead.",
-        f"listener {config.port} {config.bind}",
-        f"allow_anonymous {'true' if config.allow_anonymous else 'false'}",
+    ]
+    if config.password_file is not None:
+        lines += [
+            "per_listener_settings false",
+            "allow_anonymous false",
+            f"password_file {config.password_file}",
+            *([f"acl_file {config.acl_file}"] if config.acl_file is not None else []),
+            # Devices: the login is the client id, so no device can connect as another client
+            # (the hub, another node) and be handed that client's session and queued messages.
+            f"listener {config.port} {config.bind}",
+            "use_username_as_clientid true",
+            # The hub's own connections share its login and need their own client ids.
+            f"listener {config.hub_port} 127.0.0.1",
+        ]
+    else:
+        # Anonymous: no logins to tie client ids to, so loopback only (the config says so).
+        lines += [
+            f"listener {config.port} {config.bind}",
+            f"allow_anonymous {'true' if config.allow_anonymous else 'false'}",
+        ]
+    lines += [
         "persistence true",
         f"persistence_location {data_dir}/",
         "autosave_interval 30",

@@ -214,22 +214,32 @@ def _sample(
 
 
 class HubMessage(NamedTuple):
+    """A decoded message. Samples with their own `ts`/`ts_ms` come first; the last
+    `received_readings` readings and `received_events` events carry the receive time instead
+    (their samples had no timestamp), so the ingest core keys those by the message's receipt."""
+
     readings: list[Reading]
     events: list[Event]
-    stamped: bool  # some sample carried `ts`/`ts_ms`; else all carry the receive time
+    received_readings: int = 0
+    received_events: int = 0
+
+    @property
+    def stamped(self) -> bool:
+        """Every sample gave its own timestamp (nothing is keyed by the receipt)."""
+        return not (self.received_readings or self.received_events)
 
 
 def decode(
     device: str, payload: bytes, received_ms: int, now_ms: int
 ) -> tuple[list[Reading], list[Event]]:
     """Readings and events of one hub JSON message for `device` (the topic's last level)."""
-    readings, events, _ = decode_message(device, payload, received_ms, now_ms)
-    return readings, events
+    message = decode_message(device, payload, received_ms, now_ms)
+    return message.readings, message.events
 
 
 def decode_message(device: str, payload: bytes, received_ms: int, now_ms: int) -> HubMessage:
-    """`decode`, and whether the message gave its own timestamps: a message stamped with its
-    receive time is recognised on redelivery by its receipt instead."""
+    """`decode`, and which readings carry the receive time because their sample gave no
+    timestamp: those are recognised on redelivery by the message's receipt instead."""
     check_device(device)
     obj = loads_object(payload)
     if "device" in obj and obj["device"] != device:
@@ -248,19 +258,28 @@ def decode_message(device: str, payload: bytes, received_ms: int, now_ms: int) -
         samples = obj["samples"]
         if not isinstance(samples, list) or not all(isinstance(s, dict) for s in samples):
             raise Rejected(reject.NOT_AN_OBJECT, "samples must be a list of objects")
-        stamped = False
+        # Per sample: one without a timestamp is stamped with the receive time, and only its
+        # readings are keyed by the receipt; a stamped sample beside it keeps its own time.
+        later: tuple[list[Reading], list[Event]] = ([], [])
         for sample in samples:
-            stamped |= _sample(
-                device, sample, units, tags, source, received_ms, now_ms, readings, events
-            )
+            if "ts_ms" in sample or "ts" in sample:
+                _sample(device, sample, units, tags, source, received_ms, now_ms, readings, events)
+            else:
+                _sample(device, sample, units, tags, source, received_ms, now_ms, *later)
+        received = len(later[0]), len(later[1])
+        readings += later[0]
+        events += later[1]
     else:  # the top-level maps are the sample's own: pass them once, not merged twice
-        stamped = _sample(device, obj, {}, {}, source, received_ms, now_ms, readings, events)
+        if _sample(device, obj, {}, {}, source, received_ms, now_ms, readings, events):
+            received = 0, 0
+        else:
+            received = len(readings), len(events)
     if not readings and not events:
         raise Rejected(
             reject.MISSING_FIELD,
             "no values: give 'values', 'metric'+'value', 'samples' or 'events'",
         )
-    return HubMessage(readings, events, stamped)
+    return HubMessage(readings, events, *received)
 
 
 def encode(

@@ -89,6 +89,13 @@ class MqttStats:
     inbox_peak: int = 0
     backpressure: int = 0
     session_present: bool = False
+    # Disconnects with MQTT 5 reason 0x8E: another client connected with our client id and the
+    # broker handed it our session (and the messages queued for us).
+    taken_over: int = 0
+    # Reconnects that found no session although ours outlives a disconnect (session_expiry):
+    # a takeover where the broker does not send 0x8E (Mosquitto 2.0), or a broker that lost it.
+    session_lost: int = 0
+    last_taken_over: float = 0.0  # Unix time of the latest
     history: list[str] = field(default_factory=list)
 
 
@@ -230,6 +237,20 @@ class BurstReadingClient(paho.Client):
                 self._pausing = False
             rc = self._read_burst(1)  # what arrived meanwhile; none is fine (non-blocking)
         return rc
+
+
+def retained_is_state(topic_filter: str) -> bool:
+    """Whether a retained message on this filter is a state that already happened (an ESPHome
+    sensor state) rather than configuration or availability that holds now (discovery configs,
+    `<node>/status`, bridge availability): see "Retained messages" in docs/mqtt.md."""
+    return not (
+        topic_filter.startswith("homeassistant/")
+        or topic_filter.endswith(("/status", "/availability"))
+    )
+
+
+# MQTT 5 DISCONNECT reason "Session taken over".
+SESSION_TAKEN_OVER = 0x8E
 
 
 def default_client_id() -> str:
@@ -430,6 +451,8 @@ class MqttConnection:
             name_os_thread(self.thread_name)
         self.stats.connects += 1
         self.stats.session_present = bool(flags.session_present)
+        if self.stats.connects > 1 and not flags.session_present and self.config.session_expiry:
+            self._session_lost()
         self.stats.protocol = "5" if self._protocol == MQTTProtocolVersion.MQTTv5 else "3.1.1"
         self.state = ConnectionState.CONNECTED
         log.info(
@@ -459,11 +482,27 @@ class MqttConnection:
         for topic in self.subscriptions:
             # Retained messages (ESPHome discovery, availability) belong to everyone; only the
             # live stream is split between a shared group's members.
-            shared = group and not topic.startswith(("homeassistant/", "+/status"))
+            shared = group and retained_is_state(topic)
             names.append(f"$share/{group}/{topic}" if shared else topic)
         topics: list[tuple[str, SubscribeOptions]] | list[tuple[str, int]]
         if self._protocol == MQTTProtocolVersion.MQTTv5:
-            topics = [(name, SubscribeOptions(qos=1)) for name in names]
+            # A retained state is the last known value, not a new reading: MQTT 5 lets the
+            # broker send it only when the subscription is new (a first start or an expired
+            # session), not at every resubscribe of a resumed session. Discovery and
+            # availability are sent at every subscribe: they describe the present. (3.1.1 has
+            # no such option; there the retain flag on delivery tells, see IngestCore.process.)
+            topics = [
+                (
+                    name,
+                    SubscribeOptions(
+                        qos=1,
+                        retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
+                        if retained_is_state(topic)
+                        else SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE,
+                    ),
+                )
+                for topic, name in zip(self.subscriptions, names, strict=True)
+            ]
         else:
             topics = [(name, 1) for name in names]
         result, _ = self._client.subscribe(topics)
@@ -501,10 +540,48 @@ class MqttConnection:
         self.stats.disconnects += 1
         if self.state != ConnectionState.REFUSED:  # a refusal stays visible until we get in
             self.state = ConnectionState.DISCONNECTED
-        if was_connected:
+        if reason.value == SESSION_TAKEN_OVER:
+            self.stats.taken_over += 1
+            self.stats.last_taken_over = time.time()
+            self.stats.last_error = (
+                f"session taken over: another client connected with our client id "
+                f"{self.client_id!r} ({self.stats.taken_over} times)"
+            )
+            log.error(
+                "MQTT session taken over (%d times so far): another client connected with the "
+                "hub's client id %r, and the broker gave it the hub's session and queued "
+                "messages, which the hub will not see. Tie client ids to logins on the broker "
+                "(use_username_as_clientid, see deploy/mosquitto/) and keep the hub's client id "
+                "unlike any device's; reconnecting",
+                self.stats.taken_over,
+                self.client_id,
+            )
+        elif was_connected:
             log.warning("Disconnected from MQTT broker (%s); reconnecting", reason)
         else:
             log.debug("MQTT connection attempt failed (%s); retrying", reason)
+
+    def _session_lost(self) -> None:
+        """Our persistent session was gone when we came back (counted, logged loudly).
+
+        Mosquitto 2.0 closes a taken-over connection without the MQTT 5 DISCONNECT 0x8E, so
+        this is how a takeover shows there: the intruder took the session (and the messages
+        queued for us), and it ended with the intruder's connection.
+        """
+        self.stats.session_lost += 1
+        self.stats.last_error = (
+            f"session lost: the broker had no session for client id {self.client_id!r} on "
+            f"reconnect ({self.stats.session_lost} times)"
+        )
+        log.error(
+            "MQTT session lost (%d times so far): the broker had no session for the hub's "
+            "client id %r when it reconnected. Another client using that id took it over (with "
+            "the messages queued for the hub), or the broker restarted without persistence; "
+            "messages published meanwhile may be missing. Tie client ids to logins on the broker "
+            "(use_username_as_clientid, see deploy/mosquitto/)",
+            self.stats.session_lost,
+            self.client_id,
+        )
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         inbox = self._inbox

@@ -25,7 +25,25 @@ class Decoded:
     discoveries: list[esphome.Discovery] = field(default_factory=list)
     availability: list[tuple[str, bool, int]] = field(default_factory=list)  # device, online, ts
     devices: list[DeviceInfo] = field(default_factory=list)
-    has_own_timestamp: bool = True  # False: readings are stamped with the receive time
+    # How many of the last `readings` / `events` carry the receive time instead of a timestamp
+    # of their own: those are keyed by the message's receipt (IngestCore.process).
+    received_readings: int = 0
+    received_events: int = 0
+
+    @property
+    def has_own_timestamp(self) -> bool:
+        return not (self.received_readings or self.received_events)
+
+
+def on_receipt(readings: list[Reading], events: list[Event] | None = None) -> Decoded:
+    """What a message without a timestamp of its own carried: all of it keyed by its receipt."""
+    events = events or []
+    return Decoded(
+        readings=readings,
+        events=events,
+        received_readings=len(readings),
+        received_events=len(events),
+    )
 
 
 class Router:
@@ -86,24 +104,29 @@ class Router:
             mapping = mappings.find_mapping(self.mappings, topic)
             if mapping is not None:
                 readings = mappings.decode(mapping, topic, payload, message.received_ms, now_ms)
-                return Decoded(
-                    readings=readings, has_own_timestamp=mapping.timestamp_path is not None
-                )
+                if mapping.timestamp_path is None:
+                    return on_receipt(readings)
+                return Decoded(readings=readings)
         if topic.startswith(self.readings_prefix):
             device = topic[len(self.readings_prefix) :]
             if "/" in device or not device:
                 raise Rejected(
                     reject.UNKNOWN_TOPIC, f"hub readings topics are {self.readings_prefix}<device>"
                 )
-            readings, events, stamped = hub_json.decode_message(
+            decoded_json = hub_json.decode_message(
                 device,
                 payload,
                 message.received_ms,
                 now_ms + self.future_ms - hub_json.MAX_FUTURE_MS,
             )
-            # Without `ts`/`ts_ms` the readings carry the receive time: such a message is
-            # deduplicated on redelivery by its receipt, like an ESPHome state.
-            return Decoded(readings=readings, events=events, has_own_timestamp=stamped)
+            # Samples without `ts`/`ts_ms` carry the receive time: those readings are
+            # deduplicated on redelivery by the message's receipt, like an ESPHome state.
+            return Decoded(
+                readings=decoded_json.readings,
+                events=decoded_json.events,
+                received_readings=decoded_json.received_readings,
+                received_events=decoded_json.received_events,
+            )
         if topic.startswith(self.devices_prefix) and topic.endswith("/availability"):
             # bridges (native API, serial) report their devices' liveness here
             device = hub_json.check_device(topic[len(self.devices_prefix) : -len("/availability")])
@@ -128,7 +151,7 @@ class Router:
                     reading = Reading(
                         device, metric, value, message.received_ms, unit, tags, "mqtt"
                     )
-                    return Decoded(readings=[reading], has_own_timestamp=False)
+                    return on_receipt([reading])
                 entity = self.entities.get(topic)
                 if self.api_fed and (entity.device if entity else parts[-4]) in self.api_fed:
                     return Decoded()
@@ -145,7 +168,7 @@ class Router:
                 if parts[-3] == "sensor" and len(readings) == 1 and len(self._plans) < 100_000:
                     r = readings[0]
                     self._plans[topic] = (r.device, r.metric, r.unit, r.tags)
-                return Decoded(readings=readings, events=events, has_own_timestamp=False)
+                return on_receipt(readings, events)
             if parts[0] == self.discovery_prefix and parts[-1] == "config":
                 found = esphome.decode_discovery(topic, payload, self.overrides)
                 decoded = Decoded()

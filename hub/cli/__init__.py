@@ -27,6 +27,10 @@ COMMANDS: dict[str, str] = {
     "alerts": "hub.cli.alerts:alerts",
     "web": "hub.cli.web:web",
     "store": "hub.cli.store:store_group",
+    "backup": "hub.cli.ops:backup",
+    "restore": "hub.cli.ops:restore",
+    "migrate": "hub.cli.ops:migrate",
+    "install-service": "hub.cli.install_service:install_service",
 }
 
 

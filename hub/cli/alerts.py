@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hub.alerts.engine import AlertEngine
@@ -43,17 +44,40 @@ def _store(config: HubConfig) -> AlertStore:
     return AlertStore(path, background=False)
 
 
-def _table(alerts: list[Alert], title: str) -> Table:
-    table = Table(title=title)
-    for column in ("id", "state", "severity", "device", "rule", "value", "since", "ack", "message"):
-        table.add_column(column)
+def _table(alerts: list[Alert], title: str, width: int) -> Table:
+    """Two lines an alert, made to fit `width` (80 columns and up): the rule over its message
+    (the message wraps), the start date over its time, the severity over the state. Nothing
+    is cut to an ellipsis: where room runs out, the device name folds, then the message."""
+    now = int(time.time() * 1000)
+    rows = []
     for a in alerts:
-        state = a.state + (" (silenced)" if a.silenced(int(time.time() * 1000)) else "")
-        table.add_row(
-            str(a.id), state, a.severity, a.device, a.rule,
-            "-" if a.value is None else f"{a.value:g}", _when(a.started_ms),
-            a.acknowledged_by or "", a.message,
-        )  # fmt: skip
+        notes = []
+        if a.silenced(now):
+            notes.append(f"silenced until {_when(a.silenced_until_ms)}")
+        if a.acknowledged_by:
+            notes.append(f"acknowledged by {a.acknowledged_by}")
+        value = "-" if a.value is None else f"{a.value:g}" + (f" {a.unit}" if a.unit else "")
+        day, clock = _when(a.started_ms).split(" ")
+        what = f"[bold]{escape(a.rule)}[/]\n{escape(a.message)}"
+        if notes:
+            what += f"\n[dim]{escape('; '.join(notes))}[/]"
+        rows.append(
+            (str(a.id), f"{a.severity}\n{a.state}", a.device, value, f"{day}\n{clock}Z", what)
+        )
+    # The room the device may take: what the fixed columns and a whole rule name leave.
+    rule_width = max(len(a.rule) for a in alerts)
+    fixed = sum(max(len(h), *(len(line) for r in rows for line in r[i].split("\n")))
+                for i, h in ((0, "id"), (1, "severity"), (3, "value"), (4, "since")))  # fmt: skip
+    device_room = max(8, width - fixed - rule_width - 2 * 5)
+    table = Table(title=title, box=None, padding=(0, 1), pad_edge=False, header_style="bold")
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("severity", no_wrap=True)
+    table.add_column("device", overflow="fold", max_width=device_room)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("since", no_wrap=True)
+    table.add_column("rule / message", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
@@ -63,7 +87,8 @@ def _print(alerts: list[Alert], as_json: bool, title: str) -> None:
     elif not alerts:
         click.echo(f"{title}: none")
     else:
-        console.print(_table(alerts, title))
+        console = Console()  # sized to the terminal (or COLUMNS) now, not at import
+        console.print(_table(alerts, title, console.width))
 
 
 @click.group("alerts")
@@ -188,11 +213,39 @@ def rules(config_path: Path | None) -> None:
 @alerts.command("test")
 @config_option
 @click.argument("rule_id")
-@click.option("--value", type=float, required=True, help="The value to try.")
-@click.option("--device", default="test-device", show_default=True, help="Device name to render.")
-def test(config_path: Path | None, rule_id: str, value: float, device: str) -> None:
-    """Dry run: what VALUE would do to RULE_ID (nothing is stored or sent)."""
+@click.argument("device", required=False)
+@click.option("--value", type=float, default=None,
+              help="Dry run: what this value would do to the rule (nothing is stored or sent).")  # fmt: skip
+@click.option("--for", "duration", default="60s", show_default=True,
+              help="How long the test alert fires before it resolves.")  # fmt: skip
+@click.option("--device", "device_option", default=None, hidden=True)  # the older spelling
+def test(config_path: Path | None, rule_id: str, device: str | None, value: float | None,
+         duration: str, device_option: str | None) -> None:  # fmt: skip
+    """Fire a TEST alert of RULE_ID on DEVICE through the whole path (Home Assistant entity,
+    hub_alert event, notification), resolved after --for; or, with --value, a dry run."""
     config = load_or_exit(config_path)
+    device = device or device_option
+    if value is not None:
+        _dry_run(config, rule_id, value, device or "test-device")
+        return
+    if not device:
+        raise click.UsageError("name the DEVICE to fire the test alert on (or give --value)")
+    if rule_id not in {r.id for r in effective_rules(config.alerts)}:
+        click.echo(f"no rule with id {rule_id!r}; see 'hub alerts rules'", err=True)
+        sys.exit(2)
+    if not _hub_running(config):
+        click.echo("No hub is running: a test alert goes through the running hub ('hub run').", err=True)  # fmt: skip
+        sys.exit(1)
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    until = int(time.time() * 1000 + seconds * 1000)
+    _command(config, "test", f"{rule_id}\t{device}", getpass.getuser(), until)
+    click.echo(f"It resolves in {seconds:g} s. Watch binary_sensor for {rule_id} on {device} in Home Assistant.")  # fmt: skip
+
+
+def _dry_run(config: HubConfig, rule_id: str, value: float, device: str) -> None:
     engine = AlertEngine(effective_rules(config.alerts))
     try:
         result = engine.dry_run(rule_id, value, device)

@@ -13,8 +13,8 @@ import click
 from rich.console import Console
 
 from hub.config import HubConfig
-from hub.config.base import parse_duration
 from hub.config.loader import ConfigError, load_config
+from hub.times import parse_time
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,21 +55,11 @@ def load_or_exit(
 
 
 def parse_since(value: str, now: float | None = None) -> int:
-    """'1h' (ago), an ISO time or Unix seconds -> Unix milliseconds."""
-    now = time.time() if now is None else now
+    """'1h' (ago) or an ISO time -> Unix milliseconds (the web API reads times the same way)."""
     try:
-        return int((now - parse_duration(value)) * 1000)
-    except ValueError:
-        pass
-    try:
-        from datetime import datetime
-
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return int(parsed.timestamp() * 1000)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r}: use a duration like 1h / 7d, or an ISO time"
-        ) from None
+        return parse_time(value, time.time() if now is None else now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def store_path_or_exit(config: HubConfig) -> Path:

@@ -28,7 +28,7 @@ from hub.store import outbox
 from hub.store.sqlite import Batch, Store, mark_replayed
 
 console = Console()
-SOURCES = click.Choice(["mqtt", "influx"])
+SOURCES = click.Choice(["mqtt", "influx", "derive"])
 
 
 def _open(config: HubConfig) -> Store:

@@ -294,7 +294,8 @@ def log_cmd(
     check_device(vehicle)
     from pydantic import ValidationError
 
-    rc = load_or_exit(config_path).derive.rc
+    config = load_or_exit(config_path)
+    rc = config.derive.rc
     overrides = {
         "motor_poles": poles,
         "pinion_teeth": pinion,
@@ -313,7 +314,11 @@ def log_cmd(
         raise click.UsageError(f"drivetrain of {vehicle}: {problems}") from None
     config_cells = entry.pack.cell_count if entry else None
     chemistry: Chemistry = entry.pack.chemistry if entry else "lipo"
-    publisher = SpoolingPublisher(broker, spool, client_id=f"hub-serial-{vehicle}")
+    # The login and TLS of hub.yaml's broker section: with authentication on, a logger
+    # without them is refused by the broker.
+    publisher = SpoolingPublisher(
+        broker, spool, client_id=f"hub-serial-{vehicle}", broker=config.broker
+    )
     capture = CaptureWriter(capture_dir, protocol, baud or 0, port)
     logger = SerialLogger(
         port, vehicle, publisher.submit, protocol, baud, _settings(drivetrain.motor_poles), capture,

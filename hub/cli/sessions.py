@@ -17,12 +17,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-import orjson
 
 from hub.cli.common import config_option, load_or_exit
 from hub.derive.session import Session
 from hub.model import Reading
-from hub.store.sessions import ExportFormat, SessionStore, export_readings
+from hub.store.sessions import (
+    ExportFormat,
+    NoSamples,
+    SessionStore,
+    export_readings,
+    session_readings,
+)
 
 # -- database access (rewire these to the core store) ------------------------------------
 
@@ -53,19 +58,11 @@ def _session(conn: sqlite3.Connection, session_id: str) -> Session:
 
 
 def _session_readings(conn: sqlite3.Connection, session: Session) -> Iterator[Reading]:
-    """The session's device's raw samples from start to end, from the core store's tables."""
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if not {"samples", "series"} <= tables:
-        raise click.ClickException("this database holds no samples (the hub has not stored any)")
-    rows = conn.execute(
-        "SELECT s.ts, r.device, r.metric, s.value, r.unit, r.source, r.tags"
-        " FROM samples s JOIN series r ON r.id = s.series_id"
-        " WHERE r.device = ? AND s.ts BETWEEN ? AND ? ORDER BY s.ts, r.metric",
-        (session.device, session.start_ms, session.end_ms),
-    )
-    for ts, device, metric, value, unit, source, tags in rows:
-        tag_map = orjson.loads(tags) if tags else {}
-        yield Reading(device, metric, value, ts, unit, tag_map, source or "mqtt")
+    """The session's readings (the same query serves the dashboard's download)."""
+    try:
+        yield from session_readings(conn, session)
+    except NoSamples as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 # -- presentation ------------------------------------------------------------------------
@@ -122,13 +119,21 @@ def list_sessions(db: Path, vehicle: str | None, limit: int) -> None:
     if not found:
         click.echo("No sessions recorded yet.")
         return
-    click.echo(f"{'ID':<34} {'START':<23} {'MIN:SS':>7} {'MAX km/h':>9} {'MAX A':>7} {'mAh':>6}")
+    # What a run cost and gave first (distance, energy, pack use), then its peaks; fits 80
+    # columns with a vehicle name of up to 7 letters.
+    width = max(len(s.id) for s in found)
+    click.echo(
+        f"{'ID':<{width}} {'START (UTC)':<16} {'TIME':>5} {'km':>5} {'Wh':>5} {'mAh':>5}"
+        f" {'max km/h':>8} {'max A':>5}"
+    )
     for s in found:
         minutes, seconds = divmod(round(s.duration_s), 60)
+        start = datetime.fromtimestamp(s.start_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
         click.echo(
-            f"{s.id:<34} {_when(s.start_ms):<23} {f'{minutes}:{seconds:02d}':>7} "
-            f"{_num(s.max_speed_kmh, '.1f'):>9} {_num(s.max_current_a, '.1f'):>7} "
-            f"{_num(s.consumed_mah, '.0f'):>6}"
+            f"{s.id:<{width}} {start:<16} {f'{minutes}:{seconds:02d}':>5} "
+            f"{_num(s.distance_km, '.2f'):>5} {_num(s.energy_wh, '.1f'):>5} "
+            f"{_num(s.consumed_mah, '.0f'):>5} {_num(s.max_speed_kmh, '.1f'):>8} "
+            f"{_num(s.max_current_a, '.1f'):>5}"
         )
 
 

@@ -40,6 +40,22 @@ def _fmt_ts(ms: int | float | None) -> str:
     return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _samples_note(stored: int, samples: int, age: float) -> str:
+    """Why 'Readings N stored' (this run, as of the status file) and 'M samples' (the whole
+    store, now) differ, so the two numbers do not look like a loss."""
+    if samples > stored:
+        return (
+            f"[dim]The store holds {samples - stored} more samples than this run stored: "
+            f"readings of earlier runs, and those stored since the status was written "
+            f"{age:.0f} s ago.[/]"
+        )
+    return (
+        f"[dim]The store holds {stored - samples} fewer samples than this run stored: "
+        "retention removed raw samples older than store.retention.raw (the rollups keep "
+        "them), or the store was changed by hand.[/]"
+    )
+
+
 def _read_counts(path: Path) -> tuple[dict[str, int], dict[str, int]]:
     """Counts from a read-only connection: `hub status` never writes the store."""
     conn = connect(path, readonly=True)
@@ -139,21 +155,45 @@ def status(config_path: Path | None, as_json: bool) -> None:
         "Broker",
         f"{broker['url']} {'(managed)' if broker['managed'] else ''} - {broker['state']}, MQTT {broker.get('protocol') or '?'}, {broker.get('connects', 0)} connects",
     )
+    if broker.get("session_lost"):
+        table.add_row(
+            "[red]Session[/]",
+            f"[red]lost {broker['session_lost']} times[/] on reconnect: taken over by a client "
+            "using the hub's client id, or the broker restarted without persistence (see the log)",
+        )
+    if broker.get("taken_over"):
+        # Another client used the hub's client id: the broker handed it the hub's messages.
+        table.add_row(
+            "[red]Session[/]",
+            f"[red]taken over {broker['taken_over']} times[/] by a client using the hub's client id "
+            f"(last {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(broker.get('last_taken_over', 0)))}): "
+            "tie client ids to logins on the broker (deploy/mosquitto/)",
+        )
     table.add_row(
         "Messages",
         f"{ingest.get('messages', 0)} received, {ingest.get('messages_per_s', 0)} /s now",
     )
+    stored = int(ingest.get("readings_stored", 0))
     table.add_row(
         "Readings",
-        f"{ingest.get('readings_stored', 0)} stored, {ingest.get('duplicates', 0)} duplicates skipped, {ingest.get('events', 0)} events",
+        f"{stored} stored since the hub started at {_fmt_ts(data.get('started_at', 0) * 1000)}, {ingest.get('duplicates', 0)} duplicates skipped, {ingest.get('events', 0)} events",
     )
     rejected = ingest.get("rejected") or {}
     table.add_row("Rejected", ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items())) or "none")
+    failures = ingest.get("deriver_failures_by") or {}
+    if failures:  # derived readings are missing for these batches (dead letters, source derive)
+        table.add_row(
+            "Derivations",
+            "failed: " + ", ".join(f"{k} {v} times" for k, v in sorted(failures.items())),
+        )
     size_mb = store_info.get("size_bytes", 0) / 1e6
     table.add_row(
         "Store",
         f"{store_info['path']} ({size_mb:.1f} MB, {counts.get('series', 0)} series, {counts.get('samples', 0)} samples)",
     )
+    samples = counts.get("samples", 0)
+    if counts and samples != stored:
+        table.add_row("", _samples_note(stored, samples, age))
     table.add_row("Dead letters", ", ".join(f"{k}: {v}" for k, v in sorted(dead.items())) or "none")
     alerts = data.get("alerts")
     if isinstance(alerts, dict) and "rules" in alerts:

@@ -1,6 +1,6 @@
 """`hub web token`: show whether the dashboard's API token exists, or replace it.
 
-Only the token's scrypt hash is stored, so a lost token cannot be shown again: `--reset`
+Only the token's SHA-256 digest is stored, so a lost token cannot be shown again: `--reset`
 writes a new one and prints it once. A running hub notices the new file at its next check
 (the file's mtime), so the old token stops working without a restart.
 """

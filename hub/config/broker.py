@@ -43,9 +43,40 @@ class ManagedBrokerConfig(ConfigModel):
     )
     port: int = Field(1883, ge=1, le=65535, description="Port it listens on.")
     allow_anonymous: bool = Field(
-        True, description="Accept clients without credentials (loopback demo default)."
+        True,
+        description="Accept clients without credentials (the loopback demo default; only "
+        "with a loopback bind, and ignored when password_file is set).",
+    )
+    password_file: Path | None = Field(
+        None,
+        description="Mosquitto password file written by `hub device` (e.g. hub-data/mosquitto/passwd). "
+        "With it, every client logs in, each login is its client id on the listener above "
+        "(a device cannot take over another client's session), and the hub connects on hub_port.",
+    )
+    acl_file: Path | None = Field(
+        None, description="Mosquitto ACL file written by `hub device` (used with password_file)."
+    )
+    hub_port: int = Field(
+        1884,
+        ge=1,
+        le=65535,
+        description="Loopback port for the hub's own connections when password_file is set "
+        "(they share the hub's login, so they keep their own client ids).",
     )
     restart_delay: Duration = Field(2.0, description="Pause before restarting it after it died.")
+
+    @model_validator(mode="after")
+    def lan_needs_logins(self) -> ManagedBrokerConfig:
+        loopback = self.bind in ("127.0.0.1", "::1", "localhost")
+        if not loopback and self.password_file is None and self.allow_anonymous:
+            raise ValueError(
+                f"broker.managed.bind {self.bind} with anonymous clients lets anyone on the LAN "
+                "connect with any client id, the hub's included, and take its session: set "
+                "broker.managed.password_file (written by `hub device add`) or bind 127.0.0.1"
+            )
+        if self.password_file is not None and self.hub_port == self.port:
+            raise ValueError("broker.managed.hub_port must differ from broker.managed.port")
+        return self
 
 
 class BrokerConfig(ConfigModel):
@@ -128,6 +159,8 @@ class BrokerConfig(ConfigModel):
     @property
     def host_port_tls(self) -> tuple[str, int, bool]:
         if self.url is None:
+            if self.managed.password_file is not None:  # the hub's own loopback listener
+                return "127.0.0.1", self.managed.hub_port, False
             host = "127.0.0.1" if self.managed.bind in ("0.0.0.0", "::") else self.managed.bind
             return host, self.managed.port, False
         parts = urlsplit(self.url)

@@ -211,6 +211,9 @@ def load_config(
                     line = lines[loc[:cut]]
                     break
             issues.append(ConfigIssue(dotted, line, _message(error), origin))
+        # In the order of the file, as an editor walks it (pydantic reports in schema order);
+        # problems from the environment, which have no line, come last.
+        issues.sort(key=lambda issue: (issue.line is None, issue.line or 0))
         raise ConfigError(issues) from None
 
 

@@ -12,8 +12,11 @@ same keys):
 * `aqi_us`: from the rolling 24-h mean of hourly means (valid with >= 18 valid hours)
 * `aqi_in`: India NAQI from the same 24-h means (needs 3 pollutants by default, see settings)
 
-Instant (from the latest fresh inputs, at most once per `instant_interval`):
-* `dew_point`, `absolute_humidity`, `comfort_score` (needs >= 2 of its factors)
+Instant (from the latest fresh inputs, at most once per `instant_interval`, each group as soon
+as its inputs are there: the dew point from the first temperature + humidity pair, even when a
+comfort score went out a moment before):
+* `dew_point`, `absolute_humidity`
+* `comfort_score` (needs >= 2 of its factors)
 
 An hourly mean counts only when enough of the hour's slots hold a sample (`min_hour_coverage`);
 an hour closes when a reading arrives `hour_grace` after its end. Memory is bounded: at most two
@@ -107,7 +110,8 @@ class AirFilter:
             name: deque(maxlen=24) for name in (*_HOURLY, "pm2_5_corrected")
         }
         self._latest: dict[str, tuple[int, float]] = {}
-        self._last_instant_ms: int | None = None
+        # when each instant group ("psychrometrics", "comfort") last went out
+        self._last_instant_ms: dict[str, int] = {}
 
     # ------------------------------------------------------------------ input
 
@@ -148,9 +152,7 @@ class AirFilter:
             self._add(hour, _CF, ts, value)
         if selected and self._instant_on:
             self._latest[metric] = (ts, value)
-            last = self._last_instant_ms
-            if last is None or ts - last >= self._instant_ms or ts < last:
-                out.extend(self._instant(ts))
+            out.extend(self._instant(ts))
         return out
 
     def advance(self, now_ms: int) -> list[Reading]:
@@ -310,8 +312,16 @@ class AirFilter:
 
     # ------------------------------------------------------------------ instant outputs
 
+    def _due(self, group: str, now: int) -> bool:
+        last = self._last_instant_ms.get(group)
+        return last is None or now - last >= self._instant_ms or now < last
+
     def _instant(self, now: int) -> list[Reading]:
         s = self.settings
+        psychro = s.psychrometrics and self._due("psychrometrics", now)
+        comfort = s.comfort_score and self._due("comfort", now)
+        if not (psychro or comfort):
+            return []
         fresh = {
             metric: value
             for metric, (ts, value) in self._latest.items()
@@ -319,17 +329,17 @@ class AirFilter:
         }
         out: list[Reading] = []
         t, rh = fresh.get("temperature"), fresh.get("humidity")
-        if s.psychrometrics and t is not None and rh is not None and rh > 0:
+        if psychro and t is not None and rh is not None and rh > 0:
             out.append(self._reading("dew_point", round(dew_point(t, rh), 2), now))
             out.append(self._reading("absolute_humidity", round(absolute_humidity(t, rh), 2), now))
-        if s.comfort_score:
+            self._last_instant_ms["psychrometrics"] = now
+        if comfort:
             factors = {m: v for m, v in fresh.items() if m in COMFORT_CURVES}
             if len(factors) >= _COMFORT_MIN_FACTORS:
                 score = comfort_score(factors)
                 if score is not None:
                     out.append(self._reading("comfort_score", float(score), now))
-        if out:
-            self._last_instant_ms = now
+                    self._last_instant_ms["comfort"] = now
         return out
 
     def _reading(

@@ -4,7 +4,8 @@ Each batch of committed-to-be readings goes through the air-quality filters (AQI
 corrections, comfort) and the RC model of each vehicle (LiPo, drivetrain, sessions). What
 they derive is stored in the same transaction as the readings it came from; a drive session
 that closes is written in that transaction too. `tick` advances time for filters that emit
-on the clock (an hour closing, a session ending after its idle time).
+on the clock (an hour closing, a session ending after its idle time); `close` ends what is
+still open when the hub stops (a drive session in progress is stored, not lost).
 """
 
 from __future__ import annotations
@@ -110,6 +111,13 @@ class Derivations:
         out = Derived(readings=self.air.advance(now_ms))
         for vehicle in self.vehicles.values():
             self._close(vehicle.tick(now_ms), out)
+        return out
+
+    def close(self) -> Derived:
+        """The hub stops: close every open drive session, to be stored with the last commit."""
+        out = Derived()
+        for vehicle in self.vehicles.values():
+            self._close(vehicle.close(), out)
         return out
 
     def _close(self, sessions: Sequence[object], out: Derived) -> None:

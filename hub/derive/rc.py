@@ -74,3 +74,7 @@ class RcDerivation:
 
     def tick(self, now_ms: int) -> list[Session]:
         return self.sessions.tick(now_ms)
+
+    def close(self) -> list[Session]:
+        """The hub stops: the open session ends with the last motion it saw."""
+        return self.sessions.close()

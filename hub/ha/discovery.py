@@ -14,20 +14,26 @@ Topics the hub publishes (all retained):
 | `hub/state/<device>/<metric>` | the latest value, e.g. `3.412` (at most once per `state_interval`) |
 | `hub/availability/<device>` | `online` / `offline` (from the device's availability; `online` on its first reading) |
 | `hub/alerts/<device>/<rule>/state` | `ON` / `OFF` |
-| `hub/alerts/<device>/<rule>/attributes` | `{"value", "threshold", "since", "message", "severity", "alert_id", "acknowledged_by", "silenced_until"}` |
+| `hub/alerts/<device>/<rule>/attributes` | `{"value", "value_at_firing", "threshold", "unit", "since", "message", "current_message", "severity", "rule", "alert_id", "acknowledged_by", "silenced_until"}` |
 | `hub/state/hub/<name>` | the hub's own health sensors |
 | `hub/status` | the hub's LWT: `online` / `offline` (published by the hub's main connection) |
 
 Sensors are available while the hub *and* the device are (`availability_mode: all`); alert
-binary_sensors only follow the hub, because "device offline" is itself an alert. Air-quality
-sensors carry `expire_after` (their data is periodic); RC sensors do not (a buggy is driven in
-sessions). Entity ids: `sensor.<device>_<metric>`, `binary_sensor.<device>_<rule>`,
-`sensor.hub_<name>` (device names lower-cased, anything but letters and digits as `_`).
-Devices that ESPHome already announces keep their own identifiers, so the hub's derived sensors
-join the same HA device. The topics published are remembered in `ha_discovery.json` in the data
-dir: whatever is no longer wanted at start or resync (a removed device or rule) is cleared with
-an empty retained payload. Discovery is re-sent when HA publishes `homeassistant/status` =
-`online`.
+binary_sensors only follow the hub, because "device offline" is itself an alert. Raw
+air-quality sensors carry `expire_after` (their data is periodic); derived ones (hourly AQI,
+once-a-minute comfort) and RC sensors do not. Names are short (`hub.ha.names`, shown after the
+device name). Entity ids: `sensor.<device>_<metric>`, `binary_sensor.<device>_<rule>`,
+`sensor.hub_<name>` (device names lower-cased, anything but letters and digits as `_`), with
+`_hub_` before the metric when the node already owns that id.
+
+One device per physical node: a node Home Assistant has by itself (ESPHome discovery or the
+ESPHome integration, read by `hub.ha.nodes.NodeDirectory` from the broker) is joined through
+its identifiers and MAC connection, and its own sensors are not announced again; other devices
+are the hub's (`hub_<device>`, with a manufacturer and model). The topics published are
+remembered in `ha_discovery.json` in the data dir: whatever is no longer wanted (a removed
+device or rule) is cleared with an empty retained payload, and an entity whose device changes
+is cleared and announced again, so Home Assistant keeps no empty device. Discovery is re-sent
+when HA publishes `homeassistant/status` = `online`.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +53,18 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from hub import __version__
-from hub.alerts.engine import Transition
 from hub.alerts.rules import Rule
 from hub.alerts.store import Alert
 from hub.bus.clients import new_client
 from hub.config import BrokerConfig
+from hub.ha.names import HUB_SENSOR_NAMES, humanize, sensor_name
+from hub.ha.nodes import HUB_ORIGIN, NodeDirectory, NodeIdentity
 from hub.ha.settings import DiscoverySettings
 from hub.model import CATALOG
 
 log = logging.getLogger(__name__)
 
-ORIGIN = {"name": "telemetry-hub", "sw_version": __version__}
+ORIGIN = {"name": HUB_ORIGIN, "sw_version": __version__}
 
 # Derived metrics that always get a sensor (the hub's value added), whatever `raw_sensors` says.
 DERIVED_METRICS = frozenset(
@@ -85,17 +93,15 @@ def slug(text: str) -> str:
 
 @dataclass(slots=True)
 class DeviceMeta:
+    """A device as the hub announces it: the store's view plus what HA already knows."""
+
     name: str
     manufacturer: str | None = None
     model: str | None = None
     sw_version: str | None = None
     identifiers: tuple[str, ...] = ()
     kind: str | None = None
-
-    @property
-    def esphome_announced(self) -> bool:
-        """ESPHome's own discovery already put this device (and its raw sensors) into HA."""
-        return bool(self.identifiers)
+    node: NodeIdentity | None = None  # set when the node is in HA by itself (ESPHome)
 
 
 @dataclass(slots=True)
@@ -136,22 +142,48 @@ def hub_device(hub_id: str) -> dict[str, Any]:
     }
 
 
+# What a device is when nobody else tells Home Assistant (plain MQTT, the serial bench, the
+# simulator): (manufacturer, model) by kind. The hub is the one announcing them, so it says so
+# rather than leaving Home Assistant to show "<unknown>".
+_KIND_DEVICE = {
+    "airq": ("telemetry-hub", "Air-quality node (hub readings)"),
+    "rc": ("telemetry-hub", "RC vehicle (ESC and LiPo telemetry)"),
+    "other": ("telemetry-hub", "Device (hub readings)"),
+}
+
+
 def device_block(meta: DeviceMeta, hub_id: str) -> dict[str, Any]:
-    block: dict[str, Any] = {
-        "identifiers": list(meta.identifiers) or [f"hub_{slug(meta.name)}"],
+    node = meta.node
+    if node is not None:
+        # Join the node's own device: the identifiers and MAC connection Home Assistant keys
+        # it by (ESPHome MQTT discovery or the ESPHome integration). Nothing else: name,
+        # manufacturer and model are the node's to say, and it is not reached via the hub.
+        block: dict[str, Any] = {}
+        if node.identifiers:
+            block["identifiers"] = list(node.identifiers)
+        if node.connections:
+            block["connections"] = [list(c) for c in node.connections]
+        return block
+    manufacturer, model = _KIND_DEVICE.get(meta.kind or "other", _KIND_DEVICE["other"])
+    block = {
+        "identifiers": [f"hub_{slug(meta.name)}"],
         "name": meta.name,
         "via_device": hub_id,
+        "manufacturer": meta.manufacturer or manufacturer,
+        "model": meta.model or model,
     }
-    defaults = {"airq": ("ESPHome", "air-quality node"), "rc": ("RC", "ESC telemetry")}
-    manufacturer, model = defaults.get(meta.kind or "", (None, None))
-    for key, value in (
-        ("manufacturer", meta.manufacturer or manufacturer),
-        ("model", meta.model or model),
-        ("sw_version", meta.sw_version),
-    ):
-        if value:
-            block[key] = value
+    if meta.sw_version:
+        block["sw_version"] = meta.sw_version
     return block
+
+
+def entity_id_for(component: str, meta: DeviceMeta, object_id: str) -> str:
+    """`<component>.<device>_<object_id>`, or with `_hub_` when the node already owns that id
+    (Home Assistant would otherwise hand out `..._2`)."""
+    wanted = f"{component}.{slug(meta.name)}_{object_id}"
+    if meta.node is not None and wanted in meta.node.entity_ids:
+        return f"{component}.{slug(meta.name)}_hub_{object_id}"
+    return wanted
 
 
 def sensor_config(
@@ -160,9 +192,9 @@ def sensor_config(
     node, device = f"hub_{slug(meta.name)}", meta.name
     spec = CATALOG.get(metric)
     payload: dict[str, Any] = {
-        "name": metric.replace("_", " ").capitalize() if spec is None else spec.description,
+        "name": sensor_name(metric),
         "unique_id": f"hub_{slug(device)}_{metric}",
-        "default_entity_id": f"sensor.{slug(device)}_{metric}",
+        "default_entity_id": entity_id_for("sensor", meta, metric),
         "state_topic": topics.state(device, metric),
         "availability": [
             {"topic": topics.hub_status, "payload_available": "online", "payload_not_available": "offline"},
@@ -181,17 +213,24 @@ def sensor_config(
             payload["state_class"] = spec.state_class
         if spec.precision is not None:
             payload["suggested_display_precision"] = spec.precision
-        if spec.family == "air" and expire_after > 0:
+        # Raw air readings come every few seconds; derived ones at most once a minute (dew
+        # point, comfort) or once an hour (AQI, NowCast): expiring those would show them
+        # unavailable most of the time. They follow the node's availability instead.
+        if spec.family == "air" and expire_after > 0 and metric not in DERIVED_METRICS:
             payload["expire_after"] = int(expire_after)
     return topics.config("sensor", node, metric), payload
+
+
+def alert_name(rule: Rule) -> str:
+    return rule.config.name or humanize(rule.id)
 
 
 def alert_config(topics: Topics, rule: Rule, meta: DeviceMeta, hub_id: str) -> tuple[str, dict[str, Any]]:  # fmt: skip
     device = meta.name
     payload: dict[str, Any] = {
-        "name": f"Alert {rule.id.replace('_', ' ')}",
+        "name": alert_name(rule),
         "unique_id": f"hub_{slug(device)}_alert_{rule.id}",
-        "default_entity_id": f"binary_sensor.{slug(device)}_{rule.id}",
+        "default_entity_id": entity_id_for("binary_sensor", meta, rule.id),
         "state_topic": topics.alert_state(device, rule.id),
         "json_attributes_topic": topics.alert_attributes(device, rule.id),
         "payload_on": "ON",
@@ -209,7 +248,7 @@ def alert_config(topics: Topics, rule: Rule, meta: DeviceMeta, hub_id: str) -> t
 def hub_sensor_config(topics: Topics, name: str, hub_id: str) -> tuple[str, dict[str, Any]]:
     unit, state_class, icon = HUB_SENSORS[name]
     payload: dict[str, Any] = {
-        "name": name.replace("_", " ").capitalize(),
+        "name": HUB_SENSOR_NAMES[name],
         "unique_id": f"{hub_id}_{name}",
         "default_entity_id": f"sensor.hub_{name}",
         "state_topic": topics.state("hub", name),
@@ -228,16 +267,27 @@ def hub_sensor_config(topics: Topics, name: str, hub_id: str) -> tuple[str, dict
     return topics.config("sensor", slug(hub_id), name), payload
 
 
-def alert_attributes(alert: Alert | None, rule: Rule) -> dict[str, Any]:
+def alert_attributes(alert: Alert | None, rule: Rule, value_at_firing: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """The alert binary_sensor's attributes. `value_at_firing` and the `message` written at
+    firing stay as they were; `value` is the latest value the rule saw (it keeps moving while
+    the alert fires) and `current_message` says the same sentence with it, so no attribute
+    quotes an old number as if it were now."""
+    threshold = rule.threshold if rule.kind in ("threshold", "rate") else None
     if alert is None:
-        return {"value": None, "threshold": rule.threshold if rule.kind in ("threshold", "rate") else None,
-                "since": None, "message": None, "severity": rule.severity}  # fmt: skip
+        return {"value": None, "value_at_firing": None, "threshold": threshold,
+                "unit": None, "since": None, "message": None, "current_message": None,
+                "severity": rule.severity, "rule": rule.id}  # fmt: skip
+    value = alert.value
     return {
-        "value": alert.value,
+        "value": value,
+        "value_at_firing": value if value_at_firing is None else value_at_firing,
         "threshold": alert.threshold,
+        "unit": alert.unit,
         "since": alert.started_ms / 1000,
         "message": alert.message,
+        "current_message": rule.render(alert.device, alert.metric, value, alert.unit),
         "severity": alert.severity,
+        "rule": rule.id,
         "alert_id": alert.id,
         "acknowledged_by": alert.acknowledged_by,
         "silenced_until": alert.silenced_until_ms / 1000 if alert.silenced_until_ms else None,
@@ -258,13 +308,14 @@ class DiscoveryStats:
     last_error: str = ""
 
 
-@dataclass
-class _Wanted:
-    configs: dict[str, bytes] = field(default_factory=dict)
-
-
 class DiscoveryPublisher:
-    """Owns its own paho client (VERSION2) to the hub's broker; thread-safe publish."""
+    """Owns its own paho client (VERSION2) to the hub's broker; thread-safe publish.
+
+    Besides publishing, it reads what Home Assistant reads: every retained discovery config
+    (`NodeDirectory`: which nodes are in HA by themselves, with which identifiers, MAC and
+    entities) and the native-API bridge's device info. `directory.generation` moves when that
+    knowledge changes, and the alerts component re-plans its entities.
+    """
 
     def __init__(
         self,
@@ -273,6 +324,7 @@ class DiscoveryPublisher:
         hub_id: str,
         memory_path: Path,
         client_id: str,
+        metric_map: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.broker = broker
@@ -283,9 +335,10 @@ class DiscoveryPublisher:
         self._lock = threading.Lock()
         self._configs: dict[str, bytes] = {}  # topic -> payload we want retained
         self._remembered: set[str] = self._load_memory()
-        self._devices: dict[str, DeviceMeta] = {}
         self._availability: dict[str, str] = {}
         self._alert_retained: dict[str, bytes] = {}  # alert state/attr topic -> last payload
+        self.directory = NodeDirectory(settings.prefix, metric_map)
+        self._last_retained = 0.0  # monotonic time of the last retained config received
         self._client = self._make_client(client_id)
         self._connected = threading.Event()
 
@@ -309,6 +362,17 @@ class DiscoveryPublisher:
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
+    def wait_settled(self, timeout: float, quiet: float = 0.3) -> None:
+        """After connecting: wait until the broker has handed over the retained discovery
+        configs (no new one for `quiet` s), so the first plan already knows every node."""
+        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        while time.monotonic() < deadline:
+            last = max(self._last_retained, started)
+            if time.monotonic() - last >= quiet:
+                return
+            time.sleep(0.05)
+
     def stop(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
@@ -319,21 +383,49 @@ class DiscoveryPublisher:
             log.warning("HA discovery connection refused by the broker: %s", rc)
             return
         self.stats.connected = True
-        self._connected.set()
-        client.subscribe(f"{self.settings.prefix}/status", qos=1)
+        self.stats.last_error = ""
+        subscriptions = [(f"{self.settings.prefix}/status", 1)]
+        subscriptions += [
+            (f"{self.settings.prefix}/{component}/+/+/config", 1)
+            for component in ("sensor", "binary_sensor", "text_sensor")
+        ]
+        subscriptions.append((f"{self.topics.prefix}/devices/+/info", 1))
+        client.subscribe(subscriptions)
         self.resend()
+        self._connected.set()
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:  # fmt: skip
         self.stats.connected = False
         self._connected.clear()
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        if message.topic == f"{self.settings.prefix}/status" and message.payload == b"online":
-            if message.retain:
+        topic = message.topic
+        if topic == f"{self.settings.prefix}/status":
+            if message.payload != b"online" or message.retain:
                 return  # the retained birth seen on (re)connect: resend() already ran
             log.info("Home Assistant came online: re-sending discovery")
             self.stats.resends += 1
             self.resend()
+            return
+        try:
+            with self._lock:
+                if topic.endswith("/info") and topic.startswith(f"{self.topics.prefix}/devices/"):
+                    device = topic[len(self.topics.prefix) + 9 : -5]
+                    self.directory.learn_api_info(device, bytes(message.payload))
+                else:
+                    self.directory.learn_discovery(topic, bytes(message.payload))
+        except Exception:  # a node's odd config must never stop the publisher's thread
+            log.exception("Cannot read discovery config on %r", topic)
+        if message.retain:
+            self._last_retained = time.monotonic()
+
+    def node(self, device: str) -> NodeIdentity | None:
+        with self._lock:
+            return self.directory.get(device)
+
+    @property
+    def generation(self) -> int:
+        return self.directory.generation
 
     def _publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = True) -> None:
         self._client.publish(topic, payload, qos=qos, retain=retain)
@@ -356,10 +448,24 @@ class DiscoveryPublisher:
 
     # -- what we want announced ------------------------------------------------------------
 
-    def set_configs(self, configs: Mapping[str, dict[str, Any]]) -> None:
-        """Make exactly `configs` the announced set: publish new/changed, clear the rest."""
+    def set_configs(self, configs: Mapping[str, dict[str, Any]]) -> set[str]:
+        """Make exactly `configs` the announced set: publish new/changed, clear the rest.
+
+        An entity whose *device* changes (the node turned out to be in Home Assistant by
+        itself, or its MAC changed) is removed first (empty config) and announced again on the
+        next call: Home Assistant moves an entity to a new device on an updated config but
+        keeps the old, now empty device in its registry for good. Returns those topics; the
+        caller calls again after a moment.
+        """
         encoded = {t: orjson.dumps(p) for t, p in configs.items()}
+        moved: set[str] = set()
         with self._lock:
+            for topic, config in configs.items():
+                old = self._configs.get(topic)
+                if old is not None and orjson.loads(old).get("device") != config.get("device"):
+                    moved.add(topic)
+            for topic in moved:
+                del encoded[topic]
             changed = {t: p for t, p in encoded.items() if self._configs.get(t) != p}
             gone = (set(self._configs) | self._remembered) - set(encoded)
             self._configs = encoded
@@ -372,6 +478,9 @@ class DiscoveryPublisher:
             self.stats.configs_published += 1
         if changed or gone:
             self._save_memory()
+        if moved:
+            log.info("Moving %d Home Assistant entities to their node's own device", len(moved))
+        return moved
 
     def resend(self) -> None:
         with self._lock:
@@ -408,7 +517,11 @@ class DiscoveryPublisher:
             configs[topic] = payload
         return configs
 
-    def wants_sensor(self, device: str, metric: str, source: str, meta: DeviceMeta | None) -> bool:
+    def wants_sensor(
+        self, device: str, metric: str, source: str, node: NodeIdentity | None
+    ) -> bool:
+        """Whether the hub announces a sensor for this series. Derived metrics always; raw
+        ones unless the node announces that metric to Home Assistant itself."""
         if metric not in CATALOG or metric == "state":
             return False
         if metric in DERIVED_METRICS and source == "derived":
@@ -418,7 +531,7 @@ class DiscoveryPublisher:
             return True
         if mode == "none":
             return source == "derived"
-        return not (meta is not None and meta.esphome_announced)
+        return not (node is not None and node.announces(metric))
 
     # -- states --------------------------------------------------------------------------
 
@@ -434,25 +547,27 @@ class DiscoveryPublisher:
             self._availability[device] = state
         self._publish(self.topics.availability(device), state)
 
-    def publish_alert(self, rule: Rule, device: str, alert: Alert | None) -> None:
+    def publish_alert(
+        self, rule: Rule, device: str, alert: Alert | None, value_at_firing: float | None = None
+    ) -> None:
         """The alert binary_sensor's state and attributes (attributes first, so an automation
         triggered by the state change reads the matching attributes)."""
         state_topic = self.topics.alert_state(device, rule.id)
         attr_topic = self.topics.alert_attributes(device, rule.id)
-        attributes = orjson.dumps(alert_attributes(alert, rule))
+        attributes = orjson.dumps(alert_attributes(alert, rule, value_at_firing))
         state = b"ON" if alert is not None and alert.firing else b"OFF"
         with self._lock:
+            same = (
+                self._alert_retained.get(attr_topic) == attributes
+                and self._alert_retained.get(state_topic) == state
+            )
             self._alert_retained[attr_topic] = attributes
             self._alert_retained[state_topic] = state
+        if same:
+            return
         self._publish(attr_topic, attributes)
         self._publish(state_topic, state)
         self.stats.alert_states_published += 1
-
-    def on_transition(self, transition: Transition, rule: Rule | None) -> None:
-        if rule is None:
-            return
-        alert = transition.alert
-        self.publish_alert(rule, alert.device, alert if alert.firing else None)
 
     def publish_hub(self, values: Mapping[str, float]) -> None:
         for name, value in values.items():

@@ -165,6 +165,12 @@ def check_name(name: str, hub_username: str) -> str:
         )
     if name in RESERVED_NAMES or name == hub_username:
         raise DeviceError(f"device name {name!r} is reserved: its topics belong to the hub or HA")
+    if name.startswith(("hub-", "hub_")):
+        # The name is the login, and the broker makes the login the client id
+        # (use_username_as_clientid): a "hub-..." login could take over the hub's session.
+        raise DeviceError(
+            f"device name {name!r} is reserved: names starting with 'hub-' are the hub's client ids"
+        )
     return name
 
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+import orjson
 from aioesphomeapi import (
     APIClient,
     APIConnectionError,
@@ -409,6 +410,17 @@ class EsphomeApiBridge:
             name, info.model, info.esphome_version, len(link.mappings),
         )  # fmt: skip
         self._set_availability(link, "online")
+        self._publish_info(link, info)
+
+    def _publish_info(self, link: _Link, info: Any) -> None:
+        """The node's device info, retained on `<prefix>/devices/<device>/info`: Home
+        Assistant's ESPHome integration keys the node's device by its MAC, and the hub's
+        derived entities join that device through it (hub.ha.nodes)."""
+        fields = ("name", "friendly_name", "mac_address", "manufacturer", "model", "esphome_version")  # fmt: skip
+        payload = {key: getattr(info, key, None) or None for key in fields}
+        self._enqueue(
+            f"{self.prefix}/devices/{link.settings.name}/info", orjson.dumps(payload), 1, True
+        )
 
     async def _on_disconnect(self, link: _Link, expected: bool) -> None:
         self._flush(link)

@@ -1,10 +1,12 @@
-"""Simulated devices: ESPHome-style air-quality nodes and an RC buggy on a drive session.
+"""Simulated devices: ESPHome-style air-quality nodes and RC buggies driving runs with pit stops.
 
 The models are pure (a seeded random generator and the time are arguments) and produce MQTT
-messages exactly as the real devices' paths do: air nodes publish ESPHome's own topics and
-retained discovery configs; the buggy publishes hub JSON as the serial logger would. The
-`SimulatorPublisher` sends them to a broker with QoS 1 and bounded in-flight messages. Used
-by the demo (`hub run` with simulate.enabled), by the tests and by the benchmarks.
+messages exactly as the real devices' paths do: air nodes publish ESPHome's own topics,
+retained discovery configs and, as ESPHome's `mqtt:` component does by default (`retain:
+true`), retained states (`esphome_retain=False` publishes them unretained); the buggy
+publishes hub JSON as the serial logger would. The `SimulatorPublisher` sends them to a
+broker with QoS 1 and bounded in-flight messages. Used by the demo (`hub run` with
+simulate.enabled), by the tests and by the benchmarks.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from hub.bus.clients import new_client
 from hub.config import BrokerConfig
 from hub.derive.lipo import PackConfig
 from hub.derive.rc import RcVehicleConfig
+from hub.derive.session import SessionConfig
 from hub.derive.vehicle import VehicleConfig
 from hub.model import CATALOG, Reading
 
@@ -58,15 +61,20 @@ class AirNode:
     humidity: float = 45.0
     voc: float = 100.0
     cooking_until: float = 0.0
+    retain_states: bool = True  # ESPHome's default: the broker keeps each sensor's last state
 
     def discovery(self) -> list[OutMessage]:
         out: list[OutMessage] = []
+        # As ESPHome writes it (mqtt_component.cpp): the MAC without colons as identifier
+        # and as a `mac` connection. A locally administered MAC made from the name.
+        mac = f"02{zlib.crc32(self.name.encode()):08x}00"
         device = {
-            "ids": f"sim{zlib.crc32(self.name.encode()):08x}",
+            "ids": mac,
             "name": self.name,
-            "sw": "esphome v2026.10.0 (simulated)",
+            "sw": "2026.10.0 (simulated)",
             "mdl": "esp32dev",
-            "mf": "espressif",
+            "mf": "Espressif",
+            "cns": [["mac", mac]],
         }
         for object_id, _, unit, device_class, _ in AIR_SENSORS:
             config: dict[str, object] = {
@@ -121,7 +129,7 @@ class AirNode:
         out = []
         for object_id, _, _, _, decimals in AIR_SENSORS:
             text = f"{values[object_id]:.{decimals}f}"
-            out.append((f"{self.name}/sensor/{object_id}/state", text.encode(), False))
+            out.append((f"{self.name}/sensor/{object_id}/state", text.encode(), self.retain_states))
         return out
 
 
@@ -149,7 +157,12 @@ def lipo_ocv(soc: float) -> float:
 
 @dataclass
 class Buggy:
-    """An RC buggy on a drive session: throttle bursts, current draw, voltage sag, heating."""
+    """An RC buggy at the track: throttle bursts, current draw, voltage sag, heating.
+
+    It drives runs of `drive_time` seconds with a pit stop of `pit_stop` seconds between
+    them (0: it never stops), so the hub sees drive sessions begin and end. Within a run the
+    throttle is never off long enough to look like a stop.
+    """
 
     name: str
     rng: random.Random
@@ -165,17 +178,32 @@ class Buggy:
     throttle: float = 0.0
     phase_until: float = 0.0
     target: float = 0.0
+    drive_time: float = 45.0
+    pit_stop: float = 30.0
+    in_pit: bool = False
+    run_until: float = 0.0  # end of the current run, or of the pit stop
 
     def step(self, now: float, dt: float) -> list[Reading]:
         rng = self.rng
         if self.phase_until == 0.0:
-            self.phase_until = (
-                now + 3.0
-            )  # on the table first: a resting voltage sets the cell count
-        if now >= self.phase_until:
-            # Laps: full-throttle straights, partial corners, a pause now and then.
+            # On the table first: a resting voltage sets the cell count.
+            self.phase_until = now + 3.0
+            self.run_until = self.phase_until + self.drive_time
+        if self.pit_stop > 0 and now >= self.run_until:
+            self.in_pit = not self.in_pit
+            self.run_until = now + (self.pit_stop if self.in_pit else self.drive_time)
+            self.target, self.phase_until = 0.0, now
+        if self.in_pit:
+            self.target = 0.0
+        elif now >= self.phase_until:
+            # Laps: full-throttle straights, partial corners, a lift now and then.
+            lifted = self.target == 0.0
             self.target = rng.choice((1.0, 0.9, 0.6, 0.4, 0.2, 0.0))
-            self.phase_until = now + rng.uniform(0.5, 3.0)
+            if lifted and self.target == 0.0:
+                self.target = 0.2  # never two lifts in a row
+            length = rng.uniform(0.5, 3.0)
+            # A lift is short: the motor is still turning when the throttle comes back.
+            self.phase_until = now + (min(length, 1.0) if self.target == 0.0 else length)
         self.throttle += (self.target - self.throttle) * min(1.0, dt / 0.3)
         current = (
             2.0 + 75.0 * self.throttle**1.5 + rng.gauss(0, 0.8) if self.throttle > 0.02 else 0.4
@@ -210,17 +238,38 @@ class Simulation:
     """All simulated devices together; `messages(now, dt)` yields what they publish."""
 
     def __init__(
-        self, airq_nodes: int, buggies: int, seed: int | None = None, prefix: str = "hub"
-    ) -> None:
+        self, airq_nodes: int, buggies: int, seed: int | None = None, prefix: str = "hub",
+        esphome_retain: bool = True, *, drive_time: float = 45.0, pit_stop: float = 30.0,
+    ) -> None:  # fmt: skip
         rng = random.Random(seed)
         self.nodes = [
-            AirNode(f"airq-{i + 1}", random.Random(rng.random())) for i in range(airq_nodes)
+            AirNode(f"airq-{i + 1}", random.Random(rng.random()), retain_states=esphome_retain)
+            for i in range(airq_nodes)
         ]
         self.buggies = [
-            Buggy(f"buggy-{i + 1}" if buggies > 1 else "buggy", random.Random(rng.random()))
+            Buggy(
+                f"buggy-{i + 1}" if buggies > 1 else "buggy",
+                random.Random(rng.random()),
+                drive_time=drive_time,
+                pit_stop=pit_stop,
+            )
             for i in range(buggies)
         ]
         self.prefix = prefix
+
+    def describe(self) -> str:
+        """'3 air-quality nodes and 1 buggy (runs of 45 s, pit stops of 30 s)', for the log."""
+        nodes = len(self.nodes)
+        text = f"{nodes} air-quality node{'' if nodes == 1 else 's'}"
+        if self.buggies:
+            count = len(self.buggies)
+            text += f" and {count} bugg{'y' if count == 1 else 'ies'}"
+            buggy = self.buggies[0]
+            if buggy.pit_stop > 0:
+                text += f" (runs of {buggy.drive_time:g} s, pit stops of {buggy.pit_stop:g} s)"
+            else:
+                text += " (driving without a stop)"
+        return text
 
     def discovery(self) -> list[OutMessage]:
         return [m for node in self.nodes for m in node.discovery()]
@@ -339,13 +388,17 @@ def run_live(sim: Simulation, publisher: SimulatorPublisher, air_interval: float
         stop.wait(max(0.0, min(next_air, next_buggy) - time.time()))
 
 
-def simulated_vehicle(name: str) -> RcVehicleConfig:
+def simulated_vehicle(name: str, session_gap: float | None = None) -> RcVehicleConfig:
     """What the simulated buggy is: a 1:10 buggy with a 4-pole motor, 17/46 gearing, a 2.6:1
-    transmission and 85 mm tyres, on a 3S 5,000 mAh pack (as `Buggy` models it)."""
+    transmission and 85 mm tyres, on a 3S 5,000 mAh pack (as `Buggy` models it). A session
+    ends after `session_gap` seconds of stillness (shorter than its pit stops), else after
+    the default idle time."""
+    session = SessionConfig() if session_gap is None else SessionConfig(idle_timeout=session_gap)
     return RcVehicleConfig(
         device=name,
         drivetrain=VehicleConfig(
             motor_poles=4, pinion_teeth=17, spur_teeth=46, internal_ratio=2.6, tyre_diameter_mm=85.0
         ),
         pack=PackConfig(cell_count=3, capacity_mah=5000.0),
+        session=session,
     )

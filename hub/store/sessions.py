@@ -3,14 +3,15 @@
 `SessionStore` takes an open `sqlite3.Connection` (the core store's, or its own in the CLI)
 and keeps one table, `rc_sessions`. Saving a session twice replaces it, so a tracker that
 re-saves the open session as it grows is harmless. The readings themselves live in the core
-store's `samples` table; `export_readings` writes whatever readings it is handed.
+store's `samples` table: `session_readings` reads a session's back and `export_readings`
+writes them, for `hub sessions export` and the dashboard's download alike.
 """
 
 from __future__ import annotations
 
 import csv
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Literal, TextIO
 
 import orjson
@@ -98,6 +99,26 @@ class SessionStore:
             args = (vehicle,)
         sql += " ORDER BY start_ms DESC, id LIMIT ?"
         return [Session(*row) for row in self.conn.execute(sql, (*args, limit))]
+
+
+class NoSamples(LookupError):
+    """The database has no samples tables (the hub has not stored any readings)."""
+
+
+def session_readings(conn: sqlite3.Connection, session: Session) -> Iterator[Reading]:
+    """The session's device's raw samples from start to end, from the core store's tables."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not {"samples", "series"} <= tables:
+        raise NoSamples("this database holds no samples (the hub has not stored any)")
+    rows = conn.execute(
+        "SELECT s.ts, r.device, r.metric, s.value, r.unit, r.source, r.tags"
+        " FROM samples s JOIN series r ON r.id = s.series_id"
+        " WHERE r.device = ? AND s.ts BETWEEN ? AND ? ORDER BY s.ts, r.metric",
+        (session.device, session.start_ms, session.end_ms),
+    )
+    for ts, device, metric, value, unit, source, tags in rows:
+        tag_map = orjson.loads(tags) if tags else {}
+        yield Reading(device, metric, value, ts, unit, tag_map, source or "mqtt")
 
 
 _EXPORT_FIELDS = ("timestamp_ms", "device", "metric", "value", "unit", "source", "tags")

@@ -16,9 +16,11 @@ thread at a time (the ingest core's store thread); readers open their own connec
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # What each schema version added, applied in order to an older store (the version is in meta).
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (
@@ -47,6 +49,30 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE dead_letters ADD COLUMN payload_bytes INTEGER",
         "ALTER TABLE dead_letters ADD COLUMN payload_sha256 TEXT",
         "UPDATE dead_letters SET payload_bytes = length(payload) WHERE payload IS NOT NULL",
+    ),
+    3: (
+        # `seq`, the order of a series' readings within one millisecond, joins the sample and
+        # event keys (docs/mqtt.md, "Timestamps"): both tables are rebuilt with seq 0. The
+        # outbox trigger goes with the old samples table; _migrate creates it again.
+        """CREATE TABLE samples_seq (
+            series_id INTEGER NOT NULL, ts INTEGER NOT NULL,
+            seq INTEGER NOT NULL DEFAULT 0, value REAL NOT NULL,
+            PRIMARY KEY (series_id, ts, seq)
+        ) WITHOUT ROWID""",
+        "INSERT INTO samples_seq (series_id, ts, seq, value) SELECT series_id, ts, 0, value FROM samples",
+        "DROP TABLE samples",
+        "ALTER TABLE samples_seq RENAME TO samples",
+        """CREATE TABLE events_seq (
+            id INTEGER PRIMARY KEY,
+            device TEXT NOT NULL, name TEXT NOT NULL, text TEXT NOT NULL,
+            ts INTEGER NOT NULL, source TEXT, seq INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (device, name, ts, seq)
+        )""",
+        "INSERT INTO events_seq (id, device, name, text, ts, source, seq) "
+        "SELECT id, device, name, text, ts, source, 0 FROM events",
+        "DROP TABLE events",
+        "ALTER TABLE events_seq RENAME TO events",
+        "ALTER TABLE mqtt_receipts ADD COLUMN seq INTEGER NOT NULL DEFAULT 0",
     ),
 }
 MINUTE_MS = 60_000
@@ -70,8 +96,9 @@ CREATE INDEX IF NOT EXISTS series_metric ON series (metric, device);
 CREATE TABLE IF NOT EXISTS samples (
     series_id INTEGER NOT NULL,
     ts INTEGER NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0,
     value REAL NOT NULL,
-    PRIMARY KEY (series_id, ts)
+    PRIMARY KEY (series_id, ts, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollup_1m (
     series_id INTEGER NOT NULL, bucket INTEGER NOT NULL,
@@ -87,8 +114,8 @@ CREATE TABLE IF NOT EXISTS rollup_dirty (series_id INTEGER PRIMARY KEY, from_ts 
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     device TEXT NOT NULL, name TEXT NOT NULL, text TEXT NOT NULL,
-    ts INTEGER NOT NULL, source TEXT,
-    UNIQUE (device, name, ts)
+    ts INTEGER NOT NULL, source TEXT, seq INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (device, name, ts, seq)
 );
 CREATE TABLE IF NOT EXISTS devices (
     name TEXT PRIMARY KEY,
@@ -118,7 +145,8 @@ CREATE TABLE IF NOT EXISTS esphome_entities (
 CREATE TABLE IF NOT EXISTS mqtt_receipts (
     mid INTEGER PRIMARY KEY,
     digest INTEGER NOT NULL,
-    received_ts INTEGER NOT NULL
+    received_ts INTEGER NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -168,7 +196,7 @@ class Batch:
     entities: list[tuple[str, str, str | None]] = field(
         default_factory=list
     )  # state, config, json|None
-    receipts: list[tuple[int, int, int]] = field(default_factory=list)  # mid, digest, received
+    receipts: list[tuple[int, int, int, int]] = field(default_factory=list)  # mid, digest, ts, seq
     # Records a deriver persists atomically with the readings (closed RC sessions, ...).
     writes: list[Callable[[sqlite3.Connection], None]] = field(default_factory=list)
 
@@ -230,7 +258,7 @@ class SeriesPoints:
     points: list[Point]
 
 
-ROWS_PER_STATEMENT = 300  # 900 parameters: under SQLite's 999 limit of old builds
+PARAMETERS_PER_STATEMENT = 900  # under SQLite's 999 limit of old builds
 
 
 def insert_rows(
@@ -243,13 +271,14 @@ def insert_rows(
     10,000 rows took a second. A few hundred rows per statement keeps it to a few hand-offs.
     """
     total = 0
+    per_statement = PARAMETERS_PER_STATEMENT // width
     one = "(" + ",".join("?" * width) + ")"
-    full_sql = f"{head} VALUES {','.join([one] * ROWS_PER_STATEMENT)}"
-    for start in range(0, len(rows), ROWS_PER_STATEMENT):
-        chunk = rows[start : start + ROWS_PER_STATEMENT]
+    full_sql = f"{head} VALUES {','.join([one] * per_statement)}"
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
         sql = (
             full_sql
-            if len(chunk) == ROWS_PER_STATEMENT
+            if len(chunk) == per_statement
             else f"{head} VALUES {','.join([one] * len(chunk))}"
         )
         params = [value for row in chunk for value in row]
@@ -267,6 +296,27 @@ def tags_key(tags: Mapping[str, str]) -> str:
     return orjson.dumps(dict(sorted(tags.items()))).decode()
 
 
+def private_files(path: Path) -> None:
+    """The store's folder 0700, the store 0600 (made so before SQLite opens it).
+
+    The store holds raw payloads (dead letters) and everything the devices said; SQLite would
+    make it 0644. Its -wal and -shm files take the store's mode, and existing ones (from an
+    earlier version) are tightened too.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = path.parent.resolve()
+    # A data_dir of "." or ~ is the user's own folder, not the hub's: left as it is.
+    if folder not in (Path.cwd().resolve(), Path.home().resolve()):
+        with contextlib.suppress(OSError):  # not ours to change (a shared mount)
+            if folder.stat().st_mode & 0o077:
+                folder.chmod(0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(OSError):
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+
+
 def connect(
     path: Path, synchronous: str = "full", readonly: bool = False, busy_timeout: float = 10.0
 ) -> sqlite3.Connection:
@@ -275,7 +325,7 @@ def connect(
             f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=10
         )
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_files(path)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
@@ -396,6 +446,11 @@ class Store:
         self.conn = open_checked(self.path, synchronous, check_seconds, busy_timeout)
         self._lock = threading.RLock()
         self.dead_letter_limits = dead_letters or DeadLetterLimits()
+        # transaction() keeps these in step, and _migrate runs in transactions: they must
+        # exist before it (an upgrade from schema 1 failed with AttributeError without this).
+        self._series: dict[tuple[str, str, str], int] = {}
+        self._new_series: list[tuple[str, str, str]] = []
+        self._last: dict[int, tuple[int, float]] = {}
         try:
             self._migrate()
         except sqlite3.DatabaseError as exc:
@@ -404,19 +459,13 @@ class Store:
         except StoreError:
             self.conn.close()
             raise
-        self._series: dict[tuple[str, str, str], int] = {}
-        # Series created by the open transaction: forgotten again if it rolls back, or the
-        # cache would hand out ids of rows that were never stored.
-        self._new_series: list[tuple[str, str, str]] = []
-        self._last: dict[int, tuple[int, float]] = {}
+        # _series: (device, metric, tags) -> id. _new_series: series created by the open
+        # transaction, forgotten again if it rolls back, or the cache would hand out ids of
+        # rows that were never stored. Both are set up before _migrate, above.
         self._tag_keys: dict[tuple[tuple[str, str], ...], str] = {}
         for row in self.conn.execute("SELECT id, device, metric, tags FROM series"):
             self._series[(row[1], row[2], row[3])] = row[0]
-        self.dead_letter_bytes = int(
-            self.conn.execute(
-                "SELECT coalesce(sum(length(payload)), 0) FROM dead_letters"
-            ).fetchone()[0]
-        )
+        self.dead_letter_bytes = stored_dead_letter_bytes(self.conn)
         self.dead_letters_dropped = 0
         self.dead_letters_repeated = 0
 
@@ -460,6 +509,7 @@ class Store:
                             "UPDATE meta SET value=? WHERE key='schema_version'", (str(target),)
                         )
                     log.info("Store %s upgraded to schema %d", self.path, target)
+                self.conn.executescript(outbox.SCHEMA)  # triggers of rebuilt tables
             self.conn.execute(
                 "CREATE INDEX IF NOT EXISTS dead_letters_digest ON dead_letters (payload_sha256)"
             )
@@ -527,7 +577,7 @@ class Store:
             if series_id is None:
                 series_id = self._series_id(conn, r)
             ts = r.timestamp_ms
-            rows.append((series_id, ts, r.value))
+            rows.append((series_id, ts, r.seq, r.value))
             if ts < dirty.get(series_id, ts + 1):
                 dirty[series_id] = ts
             previous = last.get(series_id)
@@ -536,7 +586,9 @@ class Store:
             if ts > touched_devices.get(r.device, 0):
                 touched_devices[r.device] = ts
         # rowcount, not total_changes: the outbox trigger's own inserts must not count.
-        stored = insert_rows(conn, "INSERT OR IGNORE INTO samples (series_id, ts, value)", rows, 3)
+        stored = insert_rows(
+            conn, "INSERT OR IGNORE INTO samples (series_id, ts, seq, value)", rows, 4
+        )
         if dirty:
             conn.executemany(
                 "INSERT INTO rollup_dirty (series_id, from_ts) VALUES (?,?) "
@@ -551,8 +603,8 @@ class Store:
         if batch.events:
             before = conn.total_changes
             conn.executemany(
-                "INSERT OR IGNORE INTO events (device, name, text, ts, source) VALUES (?,?,?,?,?)",
-                [(e.device, e.name, e.text, e.timestamp_ms, e.source) for e in batch.events],
+                "INSERT OR IGNORE INTO events (device, name, text, ts, source, seq) VALUES (?,?,?,?,?,?)",
+                [(e.device, e.name, e.text, e.timestamp_ms, e.source, e.seq) for e in batch.events],
             )
             events = conn.total_changes - before
             for e in batch.events:
@@ -590,7 +642,12 @@ class Store:
                     (state_topic, config_topic, entity_json),
                 )
         if batch.receipts:
-            insert_rows(conn, "INSERT OR REPLACE INTO mqtt_receipts", batch.receipts, 3)
+            insert_rows(
+                conn,
+                "INSERT OR REPLACE INTO mqtt_receipts (mid, digest, received_ts, seq)",
+                batch.receipts,
+                4,
+            )
         for write in batch.writes:
             write(conn)
         kept = self._write_dead_letters(conn, batch.dead_letters) if batch.dead_letters else 0
@@ -707,12 +764,81 @@ class Store:
                 self.dead_letter_bytes -= int(freed[0])
             return int(freed[1])
 
-    def receipt(self, mid: int, digest: int) -> int | None:
-        """The first receive time of a redelivered message, when we committed it before."""
+    def receipt(self, mid: int, digest: int) -> tuple[int, int] | None:
+        """The key (receive time, seq) a redelivered message got when we committed it before."""
         row = self.conn.execute(
-            "SELECT received_ts FROM mqtt_receipts WHERE mid=? AND digest=?", (mid, digest)
+            "SELECT received_ts, seq FROM mqtt_receipts WHERE mid=? AND digest=?", (mid, digest)
         ).fetchone()
-        return int(row[0]) if row else None
+        return (int(row[0]), int(row[1])) if row else None
+
+    def fresh(
+        self, readings: Sequence[Reading], claimed: set[tuple[object, int, int]] | None = None
+    ) -> list[Reading]:
+        """The readings a commit would insert: those whose sample key is not stored yet, and
+        of equal keys the first (as INSERT OR IGNORE keeps it). `claimed` holds the keys
+        already taken in this batch and is extended.
+
+        Asked before the commit, so derivations and listeners see only new readings, and
+        only once even when the commit is retried. Exact because the store thread is the only
+        writer. One range read per series: for a live stream it finds nothing, in an index
+        seek past the series' end.
+        """
+        taken: set[tuple[object, int, int]] = set() if claimed is None else claimed
+        series_cache = self._series
+        keys: list[tuple[str, str, str]] = []
+        spans: dict[int, list[int]] = {}
+        key_of: dict[int, tuple[str, str, str]] = {}
+        for r in readings:
+            key = (r.device, r.metric, self._tags_key(r.tags) if r.tags else "")
+            keys.append(key)
+            series_id = series_cache.get(key)
+            if series_id is not None:
+                span = spans.get(series_id)
+                ts = r.timestamp_ms
+                if span is None:
+                    spans[series_id] = [ts, ts]
+                    key_of[series_id] = key
+                elif ts < span[0]:
+                    span[0] = ts
+                elif ts > span[1]:
+                    span[1] = ts
+        stored: set[tuple[object, int, int]] = set()
+        for series_id, (low, high) in spans.items():
+            found = self.conn.execute(
+                "SELECT ts, seq FROM samples WHERE series_id=? AND ts BETWEEN ? AND ?",
+                (series_id, low, high),
+            ).fetchall()
+            if found:
+                series_key = key_of[series_id]
+                stored.update((series_key, ts, seq) for ts, seq in found)
+        out = []
+        for r, key in zip(readings, keys, strict=True):
+            sample_key = (key, r.timestamp_ms, r.seq)
+            if sample_key in stored or sample_key in taken:
+                continue
+            taken.add(sample_key)
+            out.append(r)
+        return out
+
+    def last_value(self, reading: Reading) -> float | None:
+        """The value of the newest stored sample of `reading`'s series (None: no sample)."""
+        key = (reading.device, reading.metric, tags_key(reading.tags))
+        series_id = self._series.get(key)
+        if series_id is None:
+            return None
+        row = self.conn.execute(
+            "SELECT value FROM samples WHERE series_id=? ORDER BY ts DESC, seq DESC LIMIT 1",
+            (series_id,),
+        ).fetchone()
+        return float(row[0]) if row else None
+
+    def last_event_text(self, device: str, name: str) -> str | None:
+        """The text of the newest stored event `name` of `device` (None: none stored)."""
+        row = self.conn.execute(
+            "SELECT text FROM events WHERE device=? AND name=? ORDER BY ts DESC, seq DESC LIMIT 1",
+            (device, name),
+        ).fetchone()
+        return str(row[0]) if row else None
 
     def load_entities(self) -> list[tuple[str, str, str]]:
         return list(
@@ -932,11 +1058,7 @@ class Store:
             before = conn.total_changes
             conn.execute(sql, args)
             deleted = conn.total_changes - before
-            self.dead_letter_bytes = int(
-                conn.execute(
-                    "SELECT coalesce(sum(length(payload)), 0) FROM dead_letters"
-                ).fetchone()[0]
-            )
+            self.dead_letter_bytes = stored_dead_letter_bytes(conn)
             return deleted
 
     def find_dead_letters(
@@ -1005,11 +1127,7 @@ class Store:
             before = conn.total_changes
             conn.executemany("DELETE FROM dead_letters WHERE id=?", [(i,) for i in ids])
             deleted = conn.total_changes - before
-            self.dead_letter_bytes = int(
-                conn.execute(
-                    "SELECT coalesce(sum(length(payload)), 0) FROM dead_letters"
-                ).fetchone()[0]
-            )
+            self.dead_letter_bytes = stored_dead_letter_bytes(conn)
             return deleted
 
     def mark_replayed(self, ids: Iterable[int], now_ms: int) -> None:
@@ -1114,6 +1232,13 @@ class Store:
             if p.exists():
                 total += p.stat().st_size
         return total
+
+
+def stored_dead_letter_bytes(conn: sqlite3.Connection) -> int:
+    """What the kept dead-letter payloads take, the figure store.dead_letters.max_bytes bounds."""
+    return int(
+        conn.execute("SELECT coalesce(sum(length(payload)), 0) FROM dead_letters").fetchone()[0]
+    )
 
 
 def mark_replayed(conn: sqlite3.Connection, ids: Iterable[int], now_ms: int) -> None:

@@ -9,10 +9,11 @@ origins are configured; the dashboard is plain files (ES modules, no build step)
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -21,11 +22,26 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.web.context import WebContext
+from hub.web.docs import install_docs
+from hub.web.params import reject_unknown_query_parameters
 from hub.web.routes import alerts, dead_letters, devices, health, live, metrics, query, sessions
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
+
+_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+_CDN = "https://cdn.jsdelivr.net"
+_DOCS_CSP = (
+    f"default-src 'none'; script-src {_CDN} {{hashes}}; style-src {_CDN} 'unsafe-inline'; "
+    "img-src 'self' data: https://fastapi.tiangolo.com; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -82,7 +98,58 @@ async def _too_large(limit: int, send: Send) -> None:
     await send({"type": "http.response.body", "body": body.body})
 
 
+class ConcurrencyLimit:
+    """At most `limit` HTTP requests in the app at once; the next ones get 503 at once.
+
+    Refusing costs nothing, while queueing would let a flood pile up memory and time (each
+    waiting request holds its connection and its buffers). WebSockets are not counted: the
+    live feed bounds its own clients (web.live_max_clients).
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.active = 0
+        self.refused = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                log.warning(
+                    "%d HTTP requests at once: refusing more with 503 (web.max_concurrent_requests;"
+                    " %d refused so far)",
+                    self.limit,
+                    self.refused,
+                )
+            body = JSONResponse(
+                {
+                    "error": f"the hub is serving {self.limit} requests already: retry in a "
+                    "second (web.max_concurrent_requests)"
+                },
+                503,
+                headers={"Retry-After": "1"},
+            )
+            await body(scope, receive, send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
 class SecurityHeaders:
+    """nosniff, no framing, no referrer, and a CSP: the dashboard runs its own files only.
+
+    The API docs page (FastAPI's Swagger UI) loads its script from a CDN and starts it with an
+    inline script: its CSP allows that CDN and exactly that inline script (by its hash, taken
+    from the page as served), nothing else.
+    """
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -90,18 +157,14 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        docs = scope["path"].startswith("/api/docs")
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += [
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
-                    (b"x-frame-options", b"DENY"),
+                headers = [
+                    *message.get("headers", []),
+                    *_HEADERS,
+                    (b"content-security-policy", _CSP.encode()),
                 ]
-                if not docs:
-                    headers.append((b"content-security-policy", _CSP.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -122,13 +185,16 @@ def create_app(ctx: WebContext) -> FastAPI:
         description=(
             "REST API of the home-lab telemetry hub: devices, the metric catalog, downsampled "
             "queries, latest values, alerts, RC drive sessions, dead letters, health and "
-            "Prometheus metrics. Reading is open on the LAN unless `web.read_requires_token` is "
-            "set; anything that changes state needs the API token as `Authorization: Bearer`. "
-            "Live readings: WebSocket `/api/live`."
+            "Prometheus metrics. Everything but `/api/health` needs the API token as "
+            "`Authorization: Bearer <token>`, except that `web.public_read` opens the overview "
+            "(devices, latest values, queries, alerts, sessions, metrics, live feed) for reading. "
+            "Dead letters and the configuration always need the token. Wrong tokens are limited "
+            "per client address (429 with Retry-After). Live readings: WebSocket `/api/live`."
         ),
-        docs_url="/api/docs",
+        docs_url=None,  # hub.web.docs serves a page that needs no CDN
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        dependencies=[Depends(reject_unknown_query_parameters)],
     )
     app.state.ctx = ctx
 
@@ -157,6 +223,7 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     for module in (devices, metrics, query, alerts, sessions, dead_letters, health, live):
         app.include_router(module.router)
+    install_docs(app)
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="dashboard")
 
     if ctx.settings.cors_origins:
@@ -168,4 +235,6 @@ def create_app(ctx: WebContext) -> FastAPI:
         )
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, limit=ctx.settings.max_request_bytes)
+    # Outermost, so a refused request costs no other middleware either.
+    app.add_middleware(ConcurrencyLimit, limit=ctx.settings.max_concurrent_requests)
     return app

@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
+import sys
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 import uvicorn
 
@@ -49,6 +52,38 @@ def find_alert_engine(find: Callable[[str], Any]) -> Any | None:
     return None
 
 
+def show_new_token(token: str, path: Path, stream: TextIO | None = None) -> None:
+    """Show a new token once, on the terminal: written to stderr, never to the log.
+
+    The log is kept (journald, container logs, log shippers); a secret in it stays readable
+    by whoever reads logs. Under systemd, stderr is the journal too, so there the token is not
+    shown at all and the log says how to get one.
+    """
+    stream = stream or sys.stderr
+    if _stderr_is_journal(stream):
+        log.warning(
+            "Made a new web API token, not shown because stderr goes to the journal: run "
+            "'hub web token --reset' in a terminal to get one"
+        )
+        return
+    stream.write(f"New web API token (shown once, stored hashed in {path}): {token}\n")
+    stream.flush()
+    log.warning(
+        "Made a new web API token and showed it on the terminal (stderr) once; it is not "
+        "logged. 'hub web token --reset' replaces it"
+    )
+
+
+def _stderr_is_journal(stream: TextIO) -> bool:
+    # systemd sets JOURNAL_STREAM=<device>:<inode> of the journal socket it gave the service.
+    journal = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return journal == f"{info.st_dev}:{info.st_ino}"
+
+
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -81,10 +116,11 @@ class WebComponent:
         self._serve: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
+        self._ctx: WebContext | None = None
 
     def context(self) -> WebContext:
         ports = self.ports
-        return WebContext(
+        self._ctx = WebContext(
             settings=self.settings,
             readers=self.readers,
             tokens=self.tokens,
@@ -97,15 +133,13 @@ class WebComponent:
             notify=ports.committed.publish,
             config_dump=lambda: ports.config.model_dump(mode="json"),
         )
+        return self._ctx
 
     async def start(self) -> None:
         settings = self.settings
         token = await asyncio.to_thread(self.tokens.ensure)
         if token is not None:
-            # Shown this once; only its scrypt hash is kept.
-            log.warning(
-                "New web API token (shown once, stored hashed in %s): %s", self.token_path, token
-            )
+            show_new_token(token, self.token_path)
         try:
             sock = bind(settings.host, settings.port)
         except OSError as exc:
@@ -136,11 +170,14 @@ class WebComponent:
         self._serve.add_done_callback(self._served)
         self.ports.committed.subscribe(self.live.on_committed)
         self._watch = asyncio.create_task(self._subscribe_alerts(), name="web-alerts")
+        lan = settings.host not in ("127.0.0.1", "::1", "localhost")
         shown = socket.gethostname() if settings.host in ("0.0.0.0", "::") else settings.host
         self.url = f"http://{shown}:{port}/"
         log.info(
-            "Dashboard at %s (listening on %s:%d; API docs at /api/docs)",
+            "Dashboard at %s (listening on %s:%d, %s; reading %s; API docs at /api/docs)",
             self.url, settings.host, port,
+            "reachable from the LAN" if lan else "this machine only: web.host 0.0.0.0 opens it to the LAN",
+            "open (web.public_read)" if settings.public_read else "needs the token",
         )  # fmt: skip
 
     async def _subscribe_alerts(self) -> None:
@@ -195,14 +232,19 @@ class WebComponent:
         if self.server is not None and self.server.servers:
             sockets = self.server.servers[0].sockets
             port = sockets[0].getsockname()[1] if sockets else None
+        auth = self._ctx.limiter.status() if self._ctx is not None else {}
         data: dict[str, Any] = {
             "url": self.url,
             "port": port,
+            "host": self.settings.host,
+            "public_read": self.settings.public_read,
             "error": self.error,
+            "auth": auth,
             "live": self.live.status(),
         }
-        if self.error:
-            data["health"] = {"status": "degraded", "reason": f"dashboard: {self.error}"}
+        problem = self.error or self.tokens.error
+        if problem:
+            data["health"] = {"status": "degraded", "reason": f"dashboard: {problem}"}
         return data
 
 

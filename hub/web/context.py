@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -9,9 +10,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from hub import __version__
-from hub.web.auth import TokenStore
+from hub.web.auth import FailureLimiter, TokenStore
 from hub.web.live import LiveFeed
 from hub.web.reader import Readers
 from hub.web.settings import WebSettings
@@ -35,6 +37,11 @@ class WebContext:
     config_dump: Callable[[], dict[str, Any]] | None = None
     version: str = __version__
     started_at: float = field(default_factory=time.time)
+    # Wrong tokens per client address (web.auth_failures within web.auth_window).
+    limiter: FailureLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = FailureLimiter(self.settings.auth_failures, self.settings.auth_window)
 
 
 def get_ctx(request: Request) -> WebContext:
@@ -46,8 +53,10 @@ Ctx = Annotated[WebContext, Depends(get_ctx)]
 
 _bearer = HTTPBearer(
     auto_error=False,
-    description="The hub's API token (shown once in the log on first run).",
+    description="The hub's API token (shown once on the terminal when the hub made it).",
 )
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def _presented(credentials: HTTPAuthorizationCredentials | None) -> str | None:
@@ -56,25 +65,53 @@ def _presented(credentials: HTTPAuthorizationCredentials | None) -> str | None:
     return credentials.credentials
 
 
-def require_token(
-    ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
-    """For anything that changes state. A plain `def`: scrypt runs in the thread pool."""
-    if not ctx.tokens.check(_presented(credentials)):
+def client_address(connection: HTTPConnection) -> str:
+    # The peer of the TCP connection (proxy headers are not trusted: proxy_headers is off).
+    return connection.client.host if connection.client is not None else "unknown"
+
+
+async def check_token(ctx: WebContext, connection: HTTPConnection, presented: str | None) -> None:
+    """Raise 429 for an address over the wrong-token limit, 401 for a missing or wrong token.
+
+    Runs on the event loop: the check is one SHA-256 (microseconds), so it needs no thread.
+    Only a token file of an earlier version (scrypt) is checked in a thread, once.
+    """
+    address = client_address(connection)
+    limiter = ctx.limiter
+    wait = limiter.retry_after(address)
+    if wait:
+        limiter.refuse()
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "this needs the API token: send 'Authorization: Bearer <token>'",
-            headers={"WWW-Authenticate": "Bearer"},
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many wrong API tokens from {address}: try again in {wait} s",
+            headers={"Retry-After": str(wait)},
         )
+    if ctx.tokens.legacy:
+        ok = await asyncio.to_thread(ctx.tokens.check, presented)
+    else:
+        ok = ctx.tokens.check(presented)
+    if ok:
+        return
+    if presented:
+        limiter.failed(address)
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        "this needs the API token: send 'Authorization: Bearer <token>'",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
-def read_access(
-    ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
-    """Reading is open unless `web.read_requires_token` is set."""
-    if ctx.settings.read_requires_token:
-        require_token(ctx, credentials)
+async def require_token(ctx: Ctx, request: Request, credentials: Credentials) -> None:
+    """For anything that changes state or shows raw payloads or the configuration."""
+    await check_token(ctx, request, _presented(credentials))
 
 
-Writer = Depends(require_token)
-Reader = Depends(read_access)
+async def read_access(ctx: Ctx, request: Request, credentials: Credentials) -> None:
+    """The overview: open when `web.public_read` is on, the token otherwise."""
+    if not ctx.settings.public_read:
+        await check_token(ctx, request, _presented(credentials))
+
+
+Writer = Depends(require_token)  # changes state
+Private = Depends(require_token)  # reads raw payloads or the configuration: always the token
+Reader = Depends(read_access)  # reads the overview

@@ -117,6 +117,18 @@ class SilenceResult(ApiModel):
     alerts: list[AlertOut] = Field(description="Firing alerts the silence touched.")
 
 
+class SessionAlertOut(ApiModel):
+    """An alert of the session's device that was firing at some time during the session."""
+
+    id: int
+    rule: str
+    severity: str
+    state: str = Field(description="firing or resolved (now).")
+    message: str
+    started_ms: int
+    resolved_ms: int | None = None
+
+
 class SessionOut(ApiModel):
     id: str
     vehicle: str
@@ -133,6 +145,10 @@ class SessionOut(ApiModel):
     consumed_mah: float | None = None
     energy_wh: float | None = None
     distance_km: float | None = None
+    alerts: list[SessionAlertOut] = Field(
+        default_factory=list,
+        description="Alerts of the device that fired before the session ended and were not resolved before it started.",
+    )
 
 
 class DeadLetterOut(ApiModel):

@@ -96,6 +96,8 @@ def render(status: Mapping[str, Any], dead_letters: Mapping[str, int] | None = N
         ("published", "counter", "MQTT messages the hub published."),
         ("connects", "counter", "Connections made to the broker."),
         ("disconnects", "counter", "Connections lost."),
+        ("taken_over", "counter", "Sessions taken over by a client using the hub's id (0x8E)."),
+        ("session_lost", "counter", "Reconnects that found the hub's session gone."),
         ("pending", "gauge", "Messages received but not yet committed (ingest queue depth)."),
         ("managed_restarts", "counter", "Restarts of the managed Mosquitto."),
     ):

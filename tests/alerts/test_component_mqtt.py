@@ -68,7 +68,7 @@ def test_discovery_states_restart_and_cli(tmp_path: Path, mosquitto: Mosquitto) 
         hub.start()
         _send(pub, "buggy", {"cell_voltage_avg": 3.8, "current": 20.0})
         config = orjson.loads(wait_for(lambda: watcher.get(ALERT_CFG), 10, what="alert config"))
-        assert config["device_class"] == "safety"
+        assert config["device_class"] == "battery"  # reads "Low", not "Unsafe"
         assert config["state_topic"] == ALERT_STATE
         assert config["availability_topic"] == "hub/status"
         assert config["device"]["via_device"].startswith("hub_")

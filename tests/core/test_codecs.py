@@ -323,21 +323,26 @@ def test_bridge_availability_topics() -> None:
 
 
 @pytest.mark.parametrize(
-    ("payload", "stamped"),
+    ("payload", "received"),
     [
-        ({"values": {"co2": 600}}, False),
-        ({"values": {"co2": 600}, "tags": {"room": "tstudio"}, "events": {"ts": "x"}}, False),
-        ({"ts_ms": NOW - 1000, "values": {"co2": 600}}, True),
-        ({"ts": (NOW - 1000) / 1000, "values": {"co2": 600}}, True),
-        ({"samples": [{"values": {"co2": 1}}, {"ts_ms": NOW - 5, "values": {"co2": 2}}]}, True),
-        ({"samples": [{"values": {"co2": 1}}, {"values": {"co2": 2}}]}, False),
+        ({"values": {"co2": 600}}, 1),
+        ({"values": {"co2": 600}, "tags": {"room": "tstudio"}, "events": {"ts": "x"}}, 1),
+        ({"ts_ms": NOW - 1000, "values": {"co2": 600}}, 0),
+        ({"ts": (NOW - 1000) / 1000, "values": {"co2": 600}}, 0),
+        ({"samples": [{"values": {"co2": 1}}, {"ts_ms": NOW - 5, "values": {"co2": 2}}]}, 1),
+        ({"samples": [{"values": {"co2": 1}}, {"values": {"co2": 2}}]}, 2),
     ],
 )
-def test_hub_json_says_whether_the_message_gave_its_own_timestamps(
-    payload: dict[str, object], stamped: bool
+def test_hub_json_says_which_samples_carry_the_receive_time(
+    payload: dict[str, object], received: int
 ) -> None:
+    """Per sample: a sample without `ts` is stamped with the receive time and listed last, so
+    only its readings are keyed by the message's receipt; a stamped one keeps its own time."""
     message = hub_json.decode_message("room", orjson.dumps(payload), NOW, NOW)
-    assert message.stamped is stamped
+    assert message.received_readings == received
+    assert message.stamped is (received == 0)
+    assert all(r.timestamp_ms == NOW for r in message.readings[len(message.readings) - received :])
+    assert all(r.timestamp_ms != NOW for r in message.readings[: len(message.readings) - received])
     assert (message.readings, message.events) == hub_json.decode(
         "room", orjson.dumps(payload), NOW, NOW
     )

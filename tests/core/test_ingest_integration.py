@@ -82,7 +82,7 @@ def test_simulator_to_store_exact_counts_and_values(mosquitto: Mosquitto, tmp_pa
         devices = {
             row[0]: row for row in hub.query("SELECT name, manufacturer, model FROM devices")
         }
-        assert devices["airq-1"][1:] == ("espressif", "esp32dev")
+        assert devices["airq-1"][1:] == ("Espressif", "esp32dev")
         status = hub.status()
         assert status["ingest"]["rejected_total"] == 0
         assert status["broker"]["protocol"] == "5"

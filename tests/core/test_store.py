@@ -144,3 +144,57 @@ def test_retention(store: Store) -> None:
     deleted = store.apply_retention(T0 + 10 * 86_400_000, raw_s=86_400, minute_s=0, hour_s=0)
     assert deleted == {"samples": 1}
     assert store.counts()["samples"] == 1 and store.counts()["rollup_1m"] == 2
+
+
+def test_same_millisecond_readings_stay_apart_by_seq(store: Store) -> None:
+    first = r(T0, 1)
+    second = Reading("n1", "co2", 2.0, T0, "ppm", seq=1)
+    assert store.commit(Batch(readings=[first, second])).stored == 2
+    assert store.commit(Batch(readings=[second])).stored == 0  # a redelivery: its own key
+    assert store.last_value(first) == 2.0
+
+
+def test_fresh_names_what_a_commit_would_insert(store: Store) -> None:
+    store.commit(Batch(readings=[r(T0, 1), r(T0 + 1000, 2)]))
+    again, new, also_new = r(T0 + 1000, 2), r(T0 + 2000, 3), r(T0 + 2000, 3, device="n2")
+    batch = [again, new, new, also_new]
+    fresh = store.fresh(batch)
+    assert fresh == [new, also_new]  # the stored one and the second of equal keys are not
+    assert store.commit(Batch(readings=batch)).stored == len(fresh)
+
+
+def test_a_store_without_seq_is_migrated_once(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '2');
+        CREATE TABLE samples (series_id INTEGER NOT NULL, ts INTEGER NOT NULL,
+            value REAL NOT NULL, PRIMARY KEY (series_id, ts)) WITHOUT ROWID;
+        CREATE TABLE events (id INTEGER PRIMARY KEY, device TEXT NOT NULL, name TEXT NOT NULL,
+            text TEXT NOT NULL, ts INTEGER NOT NULL, source TEXT, UNIQUE (device, name, ts));
+        CREATE TABLE mqtt_receipts (mid INTEGER PRIMARY KEY, digest INTEGER NOT NULL,
+            received_ts INTEGER NOT NULL);
+        INSERT INTO samples VALUES (1, 1000, 5.0);
+        INSERT INTO events VALUES (1, 'n1', 'mode', 'eco', 1000, 'mqtt');
+        INSERT INTO mqtt_receipts VALUES (7, 42, 1000);
+        """
+    )
+    conn.close()
+    store = Store(path)
+    assert list(store.conn.execute("SELECT series_id, ts, seq, value FROM samples")) == [
+        (1, 1000, 0, 5.0)
+    ]
+    assert store.last_event_text("n1", "mode") == "eco"
+    assert store.receipt(7, 42) == (1000, 0)
+    # the outbox trigger is back on the new table
+    triggers = {
+        row[0] for row in store.conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")
+    }
+    assert "outbox_append_v2" in triggers
+    store.commit(Batch(events=[Event("n1", "mode", "boost", 1000, seq=1)]))
+    assert store.last_event_text("n1", "mode") == "boost"
+    store.close()

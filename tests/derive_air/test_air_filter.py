@@ -197,6 +197,24 @@ def test_instant_values_are_throttled_and_need_fresh_inputs() -> None:
     assert [(r.metric, r.value) for r in out] == [("comfort_score", 68.0)]
 
 
+def test_dew_point_comes_with_the_first_pair_even_after_a_comfort_score() -> None:
+    # Issue #18: PM2.5 and CO2 came first and made a comfort score; the dew point then waited
+    # a whole `instant_interval` for its turn although temperature and humidity were there.
+    flt = AirFilter("n1", AirNodeSettings(instant_interval=60, max_age=300))
+    assert flt.feed(Reading("n1", "pm2_5", 5.0, T0)) == []
+    out = flt.feed(Reading("n1", "co2", 600.0, T0 + 100))
+    assert [r.metric for r in out] == ["comfort_score"]
+    assert flt.feed(Reading("n1", "temperature", 20.0, T0 + 200)) == []
+    out = flt.feed(Reading("n1", "humidity", 50.0, T0 + 300))
+    assert {r.metric: r.value for r in out} == {"dew_point": 9.26, "absolute_humidity": 8.62}
+    # Each group keeps its own pace: nothing more within the minute.
+    assert flt.feed(Reading("n1", "humidity", 51.0, T0 + 30_000)) == []
+    out = flt.feed(Reading("n1", "humidity", 52.0, T0 + 60_100))
+    assert {r.metric for r in out} == {"comfort_score"}
+    out = flt.feed(Reading("n1", "humidity", 52.0, T0 + 60_300))
+    assert {r.metric for r in out} == {"dew_point", "absolute_humidity"}
+
+
 def test_disabled_outputs_are_not_made() -> None:
     settings = AirNodeSettings(
         aqi_us=False, aqi_us_nowcast=False, psychrometrics=False, comfort_score=False

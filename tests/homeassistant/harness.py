@@ -76,6 +76,7 @@ class HomeAssistant:
         self.broker_port = broker_port
         self.base = f"http://127.0.0.1:{self.port}"
         self.token = ""
+        self.refresh_token = ""
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "ha.log"
         self._write_config(automations or [], extra_config or {})
@@ -133,9 +134,68 @@ class HomeAssistant:
                 time.sleep(0.3)
         else:
             raise AssertionError(f"HA API not up within {timeout} s:\n{self.log()[-4000:]}")
-        self._onboard()
-        self._add_mqtt()
+        if self.refresh_token:
+            self._refresh()  # a restart: onboarding and the MQTT entry are already stored
+        else:
+            self._onboard()
+            self._add_mqtt()
         return self
+
+    def restart(self, down_for: float = 0.0) -> HomeAssistant:
+        """Stop, stay down `down_for` s, start again (same config, owner and MQTT entry)."""
+        self.stop()
+        time.sleep(down_for)
+        return self.start()
+
+    def _refresh(self) -> None:
+        tokens = _request("POST", f"{self.base}/auth/token", form={
+            "grant_type": "refresh_token", "refresh_token": self.refresh_token,
+            "client_id": f"{self.base}/",
+        })  # fmt: skip
+        self.token = tokens["access_token"]
+        # The API answers before every integration is set up: wait for MQTT's entities.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            entries = self.ws("config_entries/get", domain="mqtt")
+            if entries and entries[0].get("state") == "loaded":
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"MQTT not loaded after restart:\n{self.log()[-3000:]}")
+
+    def ws(self, command: str, **data: Any) -> Any:
+        """One command over the websocket API (the device and entity registries live there)."""
+        from websockets.sync.client import connect
+
+        with connect(f"ws://127.0.0.1:{self.port}/api/websocket", open_timeout=10) as conn:
+            json.loads(conn.recv(timeout=10))  # auth_required
+            conn.send(json.dumps({"type": "auth", "access_token": self.token}))
+            auth = json.loads(conn.recv(timeout=10))
+            assert auth.get("type") == "auth_ok", auth
+            conn.send(json.dumps({"id": 1, "type": command, **data}))
+            while True:
+                reply = json.loads(conn.recv(timeout=30))
+                if reply.get("id") == 1 and reply.get("type") == "result":
+                    assert reply.get("success"), reply
+                    return reply.get("result")
+
+    def devices(self) -> list[dict[str, Any]]:
+        return list(self.ws("config/device_registry/list"))
+
+    def mqtt_devices(self) -> list[dict[str, Any]]:
+        """Devices the MQTT integration has a share in (the hub's and ESPHome's over MQTT)."""
+        entry = self.ws("config_entries/get", domain="mqtt")[0]["entry_id"]
+        return [d for d in self.devices() if entry in d.get("config_entries", [])]
+
+    def entities(self) -> list[dict[str, Any]]:
+        return list(self.ws("config/entity_registry/list"))
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        return {s["entity_id"]: s for s in self.get("/api/states")}
+
+    def set_automations(self, automations: list[dict[str, Any]]) -> None:
+        """Replace automations.yaml and reload it (one HA serves several tests)."""
+        (self.config_dir / "automations.yaml").write_text(yaml.safe_dump(automations))
+        self.post("/api/services/automation/reload")
 
     def _onboard(self) -> None:
         client_id = f"{self.base}/"
@@ -147,6 +207,7 @@ class HomeAssistant:
             "grant_type": "authorization_code", "code": auth["auth_code"], "client_id": client_id,
         })  # fmt: skip
         self.token = tokens["access_token"]
+        self.refresh_token = tokens["refresh_token"]
 
     def _add_mqtt(self) -> None:
         flow = self.post("/api/config/config_entries/flow", {"handler": "mqtt", "show_advanced_options": False})  # fmt: skip

@@ -1,13 +1,13 @@
 """End to end with a REAL Home Assistant Core: discovery entities, an alert turning a
 binary_sensor on and off, automations from our blueprints reacting, hub_alert events on the bus.
 
-Home Assistant is built by tools/homeassistant.sh (cached). If it cannot be installed the test
-is skipped with the reason, except with CI=true, where that is a failure.
+Home Assistant is built by tools/homeassistant.sh (cached) and shared by the tests here
+(conftest.py). If it cannot be installed the test is skipped with the reason, except with
+CI=true, where that is a failure.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,24 +15,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.homeassistant.harness import HassUnavailable, HomeAssistant, ensure_hass
+from tests.homeassistant.harness import HomeAssistant
 from tests.support.hubproc import HubProcess, Publisher, wait_for
 from tests.support.mosquitto import Mosquitto
 
 pytestmark = [pytest.mark.homeassistant, pytest.mark.mosquitto, pytest.mark.slow]
 
 ALERT = "binary_sensor.buggy_rc_cell_voltage_critical"
-
-
-@pytest.fixture(scope="module")
-def hass_bin() -> str:
-    try:
-        return ensure_hass()
-    except HassUnavailable as exc:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"Home Assistant is required in CI: {exc}")
-        print(f"\nSKIP reason: Home Assistant cannot be installed here: {exc}")
-        pytest.skip(f"Home Assistant cannot be installed here: {exc}")
 
 
 AUTOMATIONS = [
@@ -102,26 +91,25 @@ AUTOMATIONS = [
 
 
 @pytest.fixture
-def stack(tmp_path: Path, mosquitto: Mosquitto, hass_bin: str) -> Iterator[tuple[HomeAssistant, HubProcess, Publisher]]:  # fmt: skip
-    ha = HomeAssistant(hass_bin, tmp_path, mosquitto.port, AUTOMATIONS)
+def stack(ha: HomeAssistant, ha_broker: Mosquitto, hub_dir: Path) -> Iterator[tuple[HomeAssistant, HubProcess, Publisher]]:  # fmt: skip
+    ha.set_automations(AUTOMATIONS)
+    for name in ("hub_fan", "hub_alert_latch", "hub_event_firing", "hub_event_resolved"):
+        ha.post("/api/services/input_boolean/turn_off", {"entity_id": f"input_boolean.{name}"})
     hub = None
     publisher = None
     try:
-        ha.start()
-        (tmp_path / "hub").mkdir(exist_ok=True)
-        hub = HubProcess(tmp_path / "hub", mosquitto.url, {
+        hub = HubProcess(hub_dir, ha_broker.url, {
             "homeassistant": {"rest": {"enabled": True, "url": ha.api_url, "token": ha.token}},
             "alerts": {"tick": "0.2s"},
         })  # fmt: skip
         hub.start()
-        publisher = Publisher(mosquitto.host, mosquitto.port, "ha-test-pub")
+        publisher = Publisher(ha_broker.host, ha_broker.port, "ha-test-pub")
         yield ha, hub, publisher
     finally:
         if publisher is not None:
             publisher.close()
         if hub is not None and hub.proc is not None:
             hub.stop()
-        ha.stop()
 
 
 def _send(publisher: Publisher, device: str, values: dict[str, float]) -> None:
@@ -148,11 +136,12 @@ def test_discovery_alert_blueprints_and_events(stack: tuple[HomeAssistant, HubPr
     assert co2["attributes"]["device_class"] == "carbon_dioxide"
     assert co2["attributes"]["unit_of_measurement"] == "ppm"
     alert = ha.wait_state(ALERT, "off")
-    assert alert["attributes"]["device_class"] == "safety"
+    assert alert["attributes"]["device_class"] == "battery"  # "Low", not "Unsafe"
     heat = ha.wait_state("binary_sensor.buggy_rc_esc_temperature_critical", "off")
     assert heat["attributes"]["device_class"] == "heat"
-    gas = ha.wait_state("binary_sensor.airq_1_air_co2_high", "off")
-    assert gas["attributes"]["device_class"] == "gas"
+    co2_high = ha.wait_state("binary_sensor.airq_1_air_co2_high", "off")
+    assert co2_high["attributes"]["device_class"] == "problem"  # not "gas": that reads as a leak
+    assert co2_high["attributes"]["friendly_name"] == "airq-1 CO2 high"
     hub_sensor = wait_for(lambda: ha.state("sensor.hub_readings_stored"), 20, what="hub sensor")
     assert hub_sensor["state"] not in ("unavailable",)
     assert ha.state("input_boolean.hub_fan")["state"] == "off"  # type: ignore[index]
@@ -163,6 +152,7 @@ def test_discovery_alert_blueprints_and_events(stack: tuple[HomeAssistant, HubPr
         time.sleep(0.2)
     on = ha.wait_state(ALERT, "on", timeout=10)
     assert on["attributes"]["value"] == pytest.approx(3.2)
+    assert on["attributes"]["value_at_firing"] == pytest.approx(3.2)
     assert on["attributes"]["threshold"] == pytest.approx(3.3)
     assert "3.20" in on["attributes"]["message"] and on["attributes"]["since"]
     ha.wait_state("input_boolean.hub_fan", "on")  # the fan blueprint
@@ -181,20 +171,17 @@ def test_discovery_alert_blueprints_and_events(stack: tuple[HomeAssistant, HubPr
     assert ("rc_cell_voltage_critical", "buggy", "resolved") in rows
 
 
-def test_removed_rule_clears_its_entity(tmp_path: Path, mosquitto: Mosquitto, hass_bin: str) -> None:  # fmt: skip
-    ha = HomeAssistant(hass_bin, tmp_path, mosquitto.port)
-    (tmp_path / "hub").mkdir()
-    hub = HubProcess(tmp_path / "hub", mosquitto.url, {"alerts": {"tick": "0.2s"}})
+def test_removed_rule_clears_its_entity(ha: HomeAssistant, ha_broker: Mosquitto, hub_dir: Path) -> None:  # fmt: skip
+    hub = HubProcess(hub_dir, ha_broker.url, {"alerts": {"tick": "0.2s"}})
     publisher = None
     try:
-        ha.start()
         hub.start()
-        publisher = Publisher(mosquitto.host, mosquitto.port, "ha-test-pub2")
+        publisher = Publisher(ha_broker.host, ha_broker.port, "ha-test-pub2")
         _send(publisher, "buggy", {"esc_temperature": 40})
         ha.wait_state("binary_sensor.buggy_rc_esc_temperature_critical", "off")
         hub.stop()
         # Switch the rule off and restart: its retained config is cleared, HA drops the entity.
-        hub2 = HubProcess(tmp_path / "hub", mosquitto.url, {"alerts": {
+        hub2 = HubProcess(hub_dir, ha_broker.url, {"alerts": {
             "tick": "0.2s", "overrides": {"rc_esc_temperature_critical": {"enabled": False}}}})  # fmt: skip
         hub = hub2
         hub.start()
@@ -206,4 +193,3 @@ def test_removed_rule_clears_its_entity(tmp_path: Path, mosquitto: Mosquitto, ha
             publisher.close()
         if hub.proc is not None:
             hub.stop()
-        ha.stop()

@@ -37,6 +37,7 @@ def production_like(url: str, **extra: Any) -> dict[str, Any]:
     config = influx_config(url, **extra)
     for key in ("retry_min", "retry_max"):
         config["influx"].pop(key)
+    config["web"] = {"public_read": True}  # /metrics read without the token (#14: off by default)
     return config
 
 

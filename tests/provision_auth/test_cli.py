@@ -169,6 +169,7 @@ def test_deploy_config_is_accepted_by_mosquitto(tmp_path: Path) -> None:
         .replace("/var/lib/mosquitto/", f"{tmp_path}/")
         .replace("/run/mosquitto/", f"{tmp_path}/")
         .replace("listener 1883", f"listener {port} 127.0.0.1")
+        .replace("listener 1884 127.0.0.1", f"listener {free_port()} 127.0.0.1")
         .replace("log_dest syslog", "log_dest stdout")
     )
     assert "allow_anonymous false" in conf and "#listener 8883" in conf

@@ -145,6 +145,7 @@ def test_rotate_the_hub_user(registry: DeviceRegistry) -> None:
     [
         ("hub", "airq", "reserved"),
         ("homeassistant", "airq", "reserved"),
+        ("hub-myhost", "airq", "the hub's client ids"),
         ("Kitchen", "airq", "lower-case"),
         ("a/b", "airq", "lower-case"),
         ("+", "airq", "lower-case"),

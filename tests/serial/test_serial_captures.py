@@ -1,4 +1,4 @@
-"""The real Hobbywing captures (shared/data/esc-captures) through the decoders and the CLI."""
+"""The real Hobbywing captures (tests/data, see its README) through the decoders and the CLI."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hub.sources.serial.frames import HobbywingV3Frame, HobbywingV4Frame, Hobbyw
 from hub.sources.serial.replay import parse_speed, replay
 from hub.sources.serial.settings import EscSettings
 
-CAPTURES = Path(__file__).resolve().parents[3] / "shared" / "data" / "esc-captures"
+CAPTURES = Path(__file__).resolve().parents[1] / "data"  # inside the checkout
 V4 = CAPTURES / "hobbywing-platinum-v4.csv"
 V3 = CAPTURES / "hobbywing-platinum-pro-v3.csv"
 TESTDATA = Path(__file__).parent / "testdata"

@@ -17,7 +17,7 @@ from hub.sources.serial.settings import EscSettings
 from tests.serial import vectors as v
 from tests.serial.helpers import every_chunking
 
-V4 = Path(__file__).resolve().parents[3] / "shared/data/esc-captures/hobbywing-platinum-v4.csv"
+V4 = Path(__file__).resolve().parents[1] / "data" / "hobbywing-platinum-v4.csv"
 
 
 def kiss_stream(n: int) -> list[tuple[float, bytes]]:

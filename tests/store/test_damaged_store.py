@@ -54,6 +54,13 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[tuple[
     return path, expected
 
 
+def write_config(workdir: Path, data: Path) -> None:
+    """hub.yaml for these commands: the store under `data`, a broker nothing listens on."""
+    (workdir / "hub.yaml").write_text(
+        yaml.safe_dump({"data_dir": str(data), "broker": {"url": "mqtt://127.0.0.1:9"}})
+    )
+
+
 def damage(path: Path, how: str) -> int:
     """Damage the file; returns how many pages' content was lost."""
     size = path.stat().st_size
@@ -90,9 +97,7 @@ def test_damaged_store_is_refused_found_and_recovered(
     store_path = data / "hub.db"
     store_path.write_bytes(source.read_bytes())
     lost_pages = damage(store_path, how)
-    (tmp_path / "hub.yaml").write_text(
-        yaml.safe_dump({"data_dir": str(data), "broker": {"url": "mqtt://127.0.0.1:9"}})
-    )
+    write_config(tmp_path, data)
 
     run = hub(tmp_path, "run")
     assert run.returncode == 4, run.stderr[-2000:]
@@ -134,9 +139,7 @@ def test_a_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
     conn.execute("CREATE TABLE recipes (name TEXT)")
     conn.commit()
     conn.close()
-    (tmp_path / "hub.yaml").write_text(
-        yaml.safe_dump({"data_dir": str(data), "broker": {"url": "mqtt://127.0.0.1:9"}})
-    )
+    write_config(tmp_path, data)
     run = hub(tmp_path, "run")
     assert run.returncode == 4
     assert "not a hub store" in run.stderr and "recipes" in run.stderr
@@ -150,9 +153,7 @@ def test_a_store_of_a_newer_hub_is_refused(tmp_path: Path) -> None:
     conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     conn.commit()
     conn.close()
-    (tmp_path / "hub.yaml").write_text(
-        yaml.safe_dump({"data_dir": str(data), "broker": {"url": "mqtt://127.0.0.1:9"}})
-    )
+    write_config(tmp_path, data)
     run = hub(tmp_path, "run")
     assert run.returncode == 4
     assert "newer hub" in run.stderr and "Traceback" not in run.stderr

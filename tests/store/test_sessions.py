@@ -107,7 +107,7 @@ def test_cli_list_and_show(db: Path) -> None:
     code, out = run("--db", str(db), "list")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split()[:3] == ["ID", "START", "MIN:SS"]
+    assert lines[0].split()[:7] == ["ID", "START", "(UTC)", "TIME", "km", "Wh", "mAh"]
     assert [line.split()[0] for line in lines[1:]] == [SHORT.id, OTHER.id, RUN.id]
     assert "2:00" in lines[3] and "89.0" in lines[3] and "1200" in lines[3]
     code, out = run("--db", str(db), "list", "--vehicle", "dt8")

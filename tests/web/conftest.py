@@ -66,10 +66,12 @@ def start_web_hub(workdir: Path, extra: dict[str, Any] | None = None) -> WebHub:
     broker = Mosquitto(workdir / "broker")
     broker.start()
     port = free_port()
+    extra = dict(extra or {})
     config: dict[str, Any] = {
-        "web": {"port": port, "host": "127.0.0.1"},
+        # The browser tests read without the token unless a test turns public_read off.
+        "web": {"port": port, "host": "127.0.0.1", "public_read": True, **extra.pop("web", {})},
         "alerts": {"rules": [TEST_RULE]},
-        **(extra or {}),
+        **extra,
     }
     hub = HubProcess(workdir, broker.url, config).start()
     base = f"http://127.0.0.1:{port}"
@@ -81,7 +83,8 @@ def start_web_hub(workdir: Path, extra: dict[str, Any] | None = None) -> WebHub:
 
 def _up(http: httpx.Client) -> bool:
     try:
-        return http.get("/api/health").status_code == 200
+        # 401: up, and reading needs the token (web.public_read is off)
+        return http.get("/api/health").status_code in (200, 401)
     except httpx.HTTPError:
         return False
 
@@ -96,8 +99,12 @@ def stop_web_hub(web: WebHub) -> None:
 
 @pytest.fixture(scope="package")
 def web_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebHub]:
-    """A hub with two simulated air nodes and a buggy (20 rounds), shared by the web tests."""
-    web = start_web_hub(tmp_path_factory.mktemp("webhub"))
+    """A hub with two simulated air nodes and a buggy (20 rounds), shared by the web tests.
+
+    Its overview is readable without the token (`web.public_read`), as on a LAN where the
+    user opted in; what reading needs by default is tested in test_auth.py.
+    """
+    web = start_web_hub(tmp_path_factory.mktemp("webhub"), {"web": {"public_read": True}})
     try:
         run_simulate(
             web.broker, "--nodes", "2", "--buggies", "1", "--rounds", "20", "--seed", "3",

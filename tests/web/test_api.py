@@ -88,7 +88,7 @@ def test_query_downsamples_and_keeps_peaks(web_hub: WebHub) -> None:
         ({"metric": "co2", "max_points": 10**6}, 400, "max_points may be at most"),
         ({"metric": "co2", "tag": "nokey"}, 400, "key=value"),
         ({}, 422, "metric"),
-        ({"metric": "co2", "from": "yesterday"}, 422, "from"),
+        ({"metric": "co2", "from": "yesterday"}, 400, "'from': 'yesterday' is not a time"),
     ],
 )
 def test_query_errors_are_json_with_a_message(
@@ -126,6 +126,7 @@ def test_errors_limits_and_cors(web_hub: WebHub) -> None:
 
 def test_rejected_messages_dead_letters_and_metrics(web_hub: WebHub) -> None:
     http = web_hub.http
+    auth = web_hub.auth()  # dead letters hold raw payloads: the token, even with public_read
     publisher = web_hub.publisher("test-bad")
     publisher.publish("hub/readings/bad-dev", b"{not json")
     # An ESPHome state before its discovery: refused now, decodable once discovery is known.
@@ -134,7 +135,7 @@ def test_rejected_messages_dead_letters_and_metrics(web_hub: WebHub) -> None:
     wait_for(
         lambda: (
             {"invalid_json", "unknown_sensor"}
-            <= {d["reason"] for d in http.get("/api/dead-letters").json()}
+            <= {d["reason"] for d in http.get("/api/dead-letters", headers=auth).json()}
         ),
         15,
         what="two dead letters",
@@ -144,8 +145,10 @@ def test_rejected_messages_dead_letters_and_metrics(web_hub: WebHub) -> None:
     assert 'hub_ingest_rejected_total{reason="invalid_json"}' in text.text
     assert 'hub_dead_letters{reason="unknown_sensor"}' in text.text
     assert "hub_mqtt_pending " in text.text and "hub_ingest_messages_total " in text.text
-    letters = {d["reason"]: d for d in http.get("/api/dead-letters").json()}
-    bad = http.get(f"/api/dead-letters/{letters['invalid_json']['id']}").json()
+    assert http.get("/api/dead-letters").status_code == 401
+    letters = {d["reason"]: d for d in http.get("/api/dead-letters", headers=auth).json()}
+    assert http.get(f"/api/dead-letters/{letters['invalid_json']['id']}").status_code == 401
+    bad = http.get(f"/api/dead-letters/{letters['invalid_json']['id']}", headers=auth).json()
     assert bad["topic"] == "hub/readings/bad-dev" and bad["payload_preview"] == "{not json"
 
     discovery = {
@@ -166,7 +169,7 @@ def test_rejected_messages_dead_letters_and_metrics(web_hub: WebHub) -> None:
         10,
         what="the late state to replay",
     )
-    assert http.get(f"/api/dead-letters/{late_id}").json()["replayed_ts"] is not None
+    assert http.get(f"/api/dead-letters/{late_id}", headers=auth).json()["replayed_ts"] is not None
     latest = http.get("/api/latest", params={"device": "latenode"}).json()
     assert [(x["value"], x["unit"]) for x in latest] == [(612.0, "ppm")]
 
@@ -178,7 +181,9 @@ def test_rejected_messages_dead_letters_and_metrics(web_hub: WebHub) -> None:
         "/api/dead-letters/purge", json={"reason": "invalid_json"}, headers=web_hub.auth()
     ).json()
     assert purged["purged"] >= 1
-    assert http.get("/api/dead-letters", params={"reason": "invalid_json"}).json() == []
+    assert (
+        http.get("/api/dead-letters", params={"reason": "invalid_json"}, headers=auth).json() == []
+    )
 
 
 def test_health(web_hub: WebHub) -> None:
@@ -193,6 +198,10 @@ def test_sessions(web_hub: WebHub) -> None:
     for session in sessions:
         assert web_hub.http.get(f"/api/sessions/{session['id']}").json() == session
     assert web_hub.http.get("/api/sessions/nope").status_code == 404
+    missing = web_hub.http.get("/api/sessions/nope/export", params={"format": "json"})
+    assert missing.status_code == 404 and "nope" in missing.json()["error"]
+    wrong = web_hub.http.get("/api/sessions/nope/export", params={"format": "xml"})
+    assert wrong.status_code == 422 and "format" in wrong.json()["error"]
 
 
 def test_live_feed_filters_and_alerts(web_hub: WebHub) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
-from hub.web.context import Ctx, Reader, Writer
+from hub.web.context import Ctx, Private, Writer
 from hub.web.models import (
     DeadLetterDetail,
     DeadLetterOut,
@@ -27,8 +27,8 @@ PREVIEW_BYTES = 4096
 @router.get(
     "",
     response_model=list[DeadLetterOut],
-    dependencies=[Reader],
-    summary="Dead letters, newest first",
+    dependencies=[Private],
+    summary="Dead letters, newest first (needs the token)",
 )
 def list_dead_letters(
     ctx: Ctx,
@@ -42,9 +42,9 @@ def list_dead_letters(
 @router.get(
     "/{dead_letter_id}",
     response_model=DeadLetterDetail,
-    dependencies=[Reader],
+    dependencies=[Private],
     responses={404: {"model": ErrorResponse}},
-    summary="One dead letter with a preview of its payload",
+    summary="One dead letter with a preview of its payload (needs the token)",
 )
 def get_dead_letter(
     ctx: Ctx, dead_letter_id: Annotated[int, Path(ge=0, lt=2**63)]

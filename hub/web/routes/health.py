@@ -9,16 +9,16 @@ from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse
 
 from hub.web import prometheus
-from hub.web.context import Ctx, Reader, Writer
+from hub.web.context import Ctx, Private, Reader
 from hub.web.models import ErrorResponse, Health
 
 router = APIRouter(tags=["health"])
 
 
+# Open to all, like any liveness probe (systemd, Docker, Uptime Kuma): it names no device.
 @router.get(
     "/api/health",
     response_model=Health,
-    dependencies=[Reader],
     summary="Is the hub well? 200 when every part is, 503 with the reasons when one is not",
     responses={503: {"model": Health, "description": "Degraded: `reasons` says what is wrong"}},
 )
@@ -62,7 +62,7 @@ def metrics(ctx: Ctx) -> PlainTextResponse:
 
 @router.get(
     "/api/config",
-    dependencies=[Writer],
+    dependencies=[Private],
     responses={401: {"model": ErrorResponse}},
     summary="The running configuration, secrets masked (needs the token)",
 )

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, HTTPException, WebSocket
 
 from hub.web.auth import bearer
+from hub.web.context import WebContext, check_token
 
 router = APIRouter()
 
 
 @router.websocket("/api/live")
 async def live(websocket: WebSocket) -> None:
-    ctx = websocket.app.state.ctx
-    if ctx.settings.read_requires_token:
+    ctx: WebContext = websocket.app.state.ctx
+    if not ctx.settings.public_read:
         # Browsers cannot set headers on a WebSocket: the token may come as ?token=.
         token = websocket.query_params.get("token") or bearer(
             websocket.headers.get("authorization")
         )
-        if not await asyncio.to_thread(ctx.tokens.check, token):
-            await websocket.close(code=4401, reason="this needs the API token")
+        try:
+            await check_token(ctx, websocket, token)
+        except HTTPException as exc:
+            # 4000 + the HTTP status, the usual mapping for WebSocket application close codes.
+            await websocket.close(code=4000 + exc.status_code, reason=str(exc.detail)[:120])
             return
     await ctx.live.serve(websocket)

@@ -9,6 +9,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
+from hub.times import TIME_HELP, parse_time
 from hub.web.context import Ctx, Reader
 from hub.web.models import ErrorResponse, LatestValue, QueryResult
 from hub.web.reader import latest
@@ -16,6 +17,25 @@ from hub.web.reader import latest
 router = APIRouter(prefix="/api", tags=["query"], dependencies=[Reader])
 
 MAX_SPAN_MS = 10 * 365 * 86_400_000
+
+
+def _time(name: str, value: str | None, synonym: str, other: str | None, now: float) -> int | None:
+    """A query time as Unix ms: digits are Unix ms (what the dashboard sends), anything else
+    is read as the CLI reads it (`hub.times`)."""
+    if value is not None and other is not None:
+        raise HTTPException(400, f"give one of '{synonym}' and '{name}', not both")
+    if other is not None:
+        name, value = synonym, other
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        ms = int(text) if text.lstrip("-").isdigit() else parse_time(text, now)
+    except (ValueError, OverflowError) as exc:
+        raise HTTPException(400, f"'{name}': {exc}; or Unix milliseconds") from None
+    if not -(2**53) < ms < 2**53:
+        raise HTTPException(400, f"'{name}' is out of range")
+    return ms
 
 
 def _parse_tags(tag: list[str]) -> dict[str, str]:
@@ -45,12 +65,25 @@ def query(
         str, Query(min_length=1, max_length=100, description="Metric name, e.g. pm2_5.")
     ],
     device: Annotated[str | None, Query(max_length=200, description="Only this device.")] = None,
-    from_ms: Annotated[
-        int | None,
-        Query(alias="from", description="Start, Unix ms (default: an hour before `to`)."),
+    from_: Annotated[
+        str | None,
+        Query(
+            alias="from",
+            max_length=64,
+            description=f"Start: Unix ms, or {TIME_HELP} (default: an hour before the end).",
+        ),
     ] = None,
-    to_ms: Annotated[
-        int | None, Query(alias="to", description="End, Unix ms (default: now).")
+    to: Annotated[
+        str | None,
+        Query(max_length=64, description=f"End: Unix ms, or {TIME_HELP} (default: now)."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        Query(max_length=64, description="Start, as `hub query --since` takes it: same as `from`."),
+    ] = None,
+    until: Annotated[
+        str | None,
+        Query(max_length=64, description="End, as `hub query --until` takes it: same as `to`."),
     ] = None,
     max_points: Annotated[int, Query(ge=1, description="Most points per series.")] = 1000,
     tag: Annotated[
@@ -59,11 +92,11 @@ def query(
 ) -> Response:
     if max_points > ctx.settings.max_points:
         raise HTTPException(400, f"max_points may be at most {ctx.settings.max_points}")
-    now = time.time_ns() // 1_000_000
-    end = to_ms if to_ms is not None else now
+    now = time.time()
+    to_ms = _time("to", to, "until", until, now)
+    from_ms = _time("from", from_, "since", since, now)
+    end = to_ms if to_ms is not None else int(now * 1000)
     start = from_ms if from_ms is not None else end - 3_600_000
-    if not (-(2**53) < start < 2**53 and -(2**53) < end < 2**53):
-        raise HTTPException(400, "'from' and 'to' must be Unix times in milliseconds")
     if start > end:
         raise HTTPException(400, "'from' must not be after 'to'")
     if end - start > MAX_SPAN_MS:

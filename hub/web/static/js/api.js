@@ -18,7 +18,18 @@ export class ApiError extends Error {
   }
 }
 
-export async function api(path, { method = "GET", body, auth = false } = {}) {
+// One token dialog at a time, however many calls were refused while it is open.
+let asking = null;
+function askTokenOnce() {
+  if (!asking) {
+    asking = Promise.resolve(window.hubAskToken ? window.hubAskToken() : false).finally(() => {
+      asking = null;
+    });
+  }
+  return asking;
+}
+
+export async function api(path, { method = "GET", body, auth = false, asked = false } = {}) {
   const headers = {};
   const token = getToken();
   if (token && (auth || method !== "GET" || sessionStorage.getItem("hub.readToken"))) {
@@ -34,6 +45,10 @@ export async function api(path, { method = "GET", body, auth = false } = {}) {
     // Reading is token-protected on this hub: send it from now on.
     sessionStorage.setItem("hub.readToken", "1");
     return api(path, { method, body, auth: true });
+  }
+  if (response.status === 401 && method === "GET" && !asked) {
+    // Reading needs the token here (web.public_read is off): ask for it, then try again.
+    if (await askTokenOnce()) return api(path, { method, body, auth: true, asked: true });
   }
   const text = await response.text();
   let data = null;

@@ -14,6 +14,11 @@ const KPIS = [
   ["dew_point", "Dew point", "°C", 1],
   ["comfort_score", "Comfort", "%", 0],
 ];
+// Derived by the hub from other readings: say what an empty tile waits for.
+const WAITS_FOR = {
+  dew_point: "waits for temperature and humidity",
+  comfort_score: "waits for two of temperature, humidity, CO₂, VOC, PM2.5",
+};
 const CHARTS = [
   ["pm2_5", "PM2.5", "µg/m³"],
   ["co2", "CO₂", "ppm"],
@@ -45,7 +50,8 @@ export async function render(root, [deviceName, rangeName = "6h"]) {
     KPIS.map(([metric, label, unit, digits]) => {
       const value = el("span", { class: "value", "data-metric": metric, text: "–" });
       kpiValues.set(metric, [value, digits]);
-      return el("div", { class: "kpi" }, el("div", { class: "label", text: label }), el("div", {}, value, unit ? el("span", { class: "unit", text: unit }) : null));
+      const hint = WAITS_FOR[metric] ? el("div", { class: "hint", text: WAITS_FOR[metric] }) : null;
+      return el("div", { class: "kpi" }, el("div", { class: "label", text: label }), el("div", {}, value, unit ? el("span", { class: "unit", text: unit }) : null), hint);
     }),
   );
   root.append(
@@ -80,7 +86,10 @@ export async function render(root, [deviceName, rangeName = "6h"]) {
       showAqi();
     }
     const found = kpiValues.get(metric);
-    if (found) found[0].textContent = fmt(value, found[1]);
+    if (found) {
+      found[0].textContent = fmt(value, found[1]);
+      found[0].parentElement.parentElement.querySelector(".hint")?.remove();
+    }
   }
   showAqi();
   const latest = await api(`/api/latest?device=${encodeURIComponent(device.name)}`);

@@ -16,6 +16,18 @@ function deviceKind(device) {
   return "other";
 }
 
+// What the device itself says about being reachable. A device without an availability topic
+// (the buggy's serial bridge, a plain MQTT publisher) says nothing: that is not "offline".
+function availability(online) {
+  const [state, text, title] =
+    online === null || online === undefined
+      ? ["unknown", "no availability topic", "This device does not announce online/offline; see when it last reported"]
+      : online
+        ? ["online", "online", "The device announced it is online"]
+        : ["offline", "offline", "The device announced it is offline (or its connection dropped)"];
+  return el("span", { class: `status ${state}`, "data-status": state, title }, el("span", { class: "dot" }), ` ${text}`);
+}
+
 export async function render(root) {
   const healthCard = el("section", { class: "card", id: "health" }, el("h2", { text: "Hub" }));
   const alertCard = el("section", { class: "card", id: "active-alerts" }, el("h2", { text: "Active alerts" }));
@@ -37,7 +49,7 @@ export async function render(root) {
       el(
         "div",
         { class: "kpis" },
-        kpiBox("Broker", h.broker),
+        kpiBox("Broker", h.broker, "value word"),
         kpiBox("Messages/s", fmt(h.messages_per_s, 1)),
         kpiBox("Stored", fmt(h.readings_stored, 0)),
         kpiBox("Rejected", fmt(h.rejected_total, 0)),
@@ -47,8 +59,8 @@ export async function render(root) {
     );
   }
 
-  function kpiBox(label, value) {
-    return el("div", { class: "kpi" }, el("div", { class: "label", text: label }), el("div", { class: "value", text: value }));
+  function kpiBox(label, value, valueClass = "value") {
+    return el("div", { class: "kpi" }, el("div", { class: "label", text: label }), el("div", { class: valueClass, text: value }));
   }
 
   async function showAlerts() {
@@ -83,7 +95,7 @@ export async function render(root) {
     const link = kind === "airq" ? `#/air/${encodeURIComponent(device.name)}` : kind === "rc" ? `#/rc/${encodeURIComponent(device.name)}` : null;
     const seen = el("span", { class: "muted small", text: ago(device.last_seen) });
     lastSeen.set(device.name, [seen, device.last_seen]);
-    const status = device.online === null ? "" : device.online ? "on" : "off";
+    const status = availability(device.online);
     const kpis = el(
       "div",
       { class: "kpis" },
@@ -99,10 +111,10 @@ export async function render(root) {
       el(
         "div",
         { class: "spread" },
-        el("span", {}, el("span", { class: `dot ${status}`, title: status === "on" ? "online" : status === "off" ? "offline" : "no availability reported" }), " ",
-          link ? el("a", { class: "name", href: link, text: device.name }) : el("span", { class: "name", text: device.name })),
+        el("span", {}, link ? el("a", { class: "name", href: link, text: device.name }) : el("span", { class: "name", text: device.name })),
         seen,
       ),
+      status,
       el("div", { class: "muted small", text: [kind, device.source, device.model].filter(Boolean).join(" · ") }),
       metrics.length ? kpis : el("div", { class: "muted small", text: `${device.metrics.length} metrics` }),
     );
@@ -150,8 +162,7 @@ export async function render(root) {
       }
     } else if (message.type === "availability") {
       for (const [device, online] of message.a) {
-        const dot = cards.get(device)?.querySelector(".dot");
-        if (dot) dot.className = `dot ${online ? "on" : "off"}`;
+        cards.get(device)?.querySelector(".status")?.replaceWith(availability(online));
       }
     } else if (message.type === "alert") {
       showAlerts();

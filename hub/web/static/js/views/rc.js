@@ -1,6 +1,6 @@
 // RC: the buggy's pack, cells, current, temperatures, RPM and speed, live; drive sessions.
 
-import { api, live, query } from "../api.js";
+import { api, getToken, live, query } from "../api.js";
 import { TimeChart } from "../chart.js";
 import { duration, el, fmt, when } from "../format.js";
 
@@ -117,7 +117,7 @@ export async function render(root, params) {
       chart.setFromQuery(results.map((r) => r.series.find((s) => !s.tags.session) || null));
     }),
   );
-  root.append(await sessionList(device.name));
+  root.append(await sessionList());
 
   const off = live.on((message) => {
     if (message.type !== "readings") return;
@@ -135,34 +135,44 @@ export async function render(root, params) {
   };
 }
 
-async function sessionList(vehicle) {
-  const sessions = await api(`/api/sessions?limit=50${vehicle ? `&vehicle=${encodeURIComponent(vehicle)}` : ""}`);
+// Every vehicle's sessions (the live tab is one buggy; the history is all of them).
+async function sessionList() {
+  const sessions = await api("/api/sessions?limit=50");
   const card = el("section", { class: "card", id: "sessions", style: "margin-top:1rem" }, el("h2", { text: "Drive sessions" }));
   if (!sessions.length) {
-    card.append(el("p", { class: "empty", text: "No drive sessions yet." }));
+    card.append(el("p", { class: "empty", text: "No drive sessions yet. A session is recorded once the motor has been still for a while after a run." }));
     return card;
   }
+  const vehicles = new Set(sessions.map((s) => s.vehicle));
+  const columns = [
+    ["Start", (s) => el("a", { href: sessionHref(s), text: when(s.start_ms) })],
+    vehicles.size > 1 ? ["Vehicle", (s) => s.vehicle] : null,
+    ["Length", (s) => duration(s.duration_s)],
+    ["Distance", (s) => withUnit(s.distance_km, 2, "km"), "num"],
+    ["Top speed", (s) => withUnit(s.max_speed_kmh, 1, "km/h"), "num"],
+    ["Used", (s) => withUnit(s.consumed_mah, 0, "mAh"), "num"],
+    ["Energy", (s) => withUnit(s.energy_wh, 2, "Wh"), "num"],
+    ["Min cell", (s) => withUnit(s.min_cell_voltage_load, 2, "V"), "num"],
+    ["ESC / motor peak", (s) => (s.peak_esc_temperature ?? s.peak_motor_temperature) === null ? "–" : `${fmt(s.peak_esc_temperature, 0)} / ${fmt(s.peak_motor_temperature, 0)} °C`, "num"],
+    ["Alerts", (s) => alertSummary(s.alerts)],
+    ["Download", (s) => downloads(s)],
+  ].filter(Boolean);
   card.append(
     el(
       "div",
       { class: "table-wrap" },
       el(
         "table",
-        {},
-        el("thead", {}, el("tr", {}, ["Start", "Length", "Top speed", "Max current", "Min cell", "Used"].map((h) => el("th", { text: h })))),
+        { class: "sessions" },
+        el("thead", {}, el("tr", {}, columns.map(([h, , cls]) => el("th", { class: cls, text: h })))),
         el(
           "tbody",
           {},
           sessions.map((s) =>
             el(
               "tr",
-              { class: "clickable", "data-session": s.id, onclick: () => (location.hash = `#/rc/session/${encodeURIComponent(s.id)}`) },
-              el("td", { text: when(s.start_ms) }),
-              el("td", { text: duration(s.duration_s) }),
-              el("td", { class: "num", text: `${fmt(s.max_speed_kmh)} km/h` }),
-              el("td", { class: "num", text: `${fmt(s.max_current_a)} A` }),
-              el("td", { class: "num", text: `${fmt(s.min_cell_voltage_load, 2)} V` }),
-              el("td", { class: "num", text: `${fmt(s.consumed_mah, 0)} mAh` }),
+              { class: "clickable", "data-session": s.id, onclick: (event) => openSession(event, s) },
+              columns.map(([h, cell, cls]) => el("td", { class: cls, "data-col": h }, cell(s))),
             ),
           ),
         ),
@@ -172,31 +182,100 @@ async function sessionList(vehicle) {
   return card;
 }
 
+function sessionHref(s) {
+  return `#/rc/session/${encodeURIComponent(s.id)}`;
+}
+
+function openSession(event, s) {
+  if (event.target.closest("a, button")) return; // a link or a download in the row does its own thing
+  location.hash = sessionHref(s);
+}
+
+function withUnit(value, digits, unit) {
+  return value === null || value === undefined ? "–" : `${fmt(value, digits)} ${unit}`;
+}
+
+function alertSummary(alerts) {
+  if (!alerts || !alerts.length) return el("span", { class: "muted", text: "none" });
+  const worst = alerts.some((a) => a.severity === "critical") ? "bad" : "warn";
+  return el("span", { class: `pill ${worst}`, title: alerts.map((a) => a.message).join("\n"), text: String(alerts.length) });
+}
+
+// The same files as `hub sessions export ID --format csv|json`.
+function downloads(s) {
+  const link = (format, label) =>
+    el("a", {
+      class: "download",
+      href: `/api/sessions/${encodeURIComponent(s.id)}/export?format=${format}`,
+      download: `${s.id}.${format === "json" ? "jsonl" : "csv"}`,
+      "data-format": format,
+      onclick: (event) => downloadWithToken(event, s, format),
+      text: label,
+    });
+  return el("span", { class: "downloads" }, link("csv", "CSV"), link("json", "JSON"));
+}
+
+// When reading needs the token, a plain link would be refused: fetch with it instead.
+async function downloadWithToken(event, s, format) {
+  if (!sessionStorage.getItem("hub.readToken")) return;
+  event.preventDefault();
+  const response = await fetch(event.currentTarget.href, { headers: { Authorization: `Bearer ${getToken()}` } });
+  if (!response.ok) return;
+  const url = URL.createObjectURL(await response.blob());
+  const a = el("a", { href: url, download: `${s.id}.${format === "json" ? "jsonl" : "csv"}` });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
 async function renderSession(root, id) {
   const s = await api(`/api/sessions/${encodeURIComponent(id)}`);
   root.append(
     el("p", {}, el("a", { href: `#/rc/${encodeURIComponent(s.device)}`, text: `← ${s.device}` })),
-    el("h1", { text: `Session ${when(s.start_ms)}` }),
+    el("div", { class: "spread wrap" }, el("h1", { text: `${s.vehicle}: session of ${when(s.start_ms)}` }), el("span", { class: "muted" }, "Download ", downloads(s))),
     el(
       "div",
-      { class: "card" },
+      { class: "card", id: "session-figures" },
       el(
         "div",
         { class: "kpis" },
         [
           ["Length", duration(s.duration_s), ""],
+          ["Distance", fmt(s.distance_km, 2), "km"],
           ["Top speed", fmt(s.max_speed_kmh), "km/h"],
           ["Max current", fmt(s.max_current_a), "A"],
+          ["Used", fmt(s.consumed_mah, 0), "mAh"],
+          ["Energy", fmt(s.energy_wh, 2), "Wh"],
           ["Min cell", fmt(s.min_cell_voltage_load, 2), "V"],
           ["ESC peak", fmt(s.peak_esc_temperature, 0), "°C"],
           ["Motor peak", fmt(s.peak_motor_temperature, 0), "°C"],
-          ["Used", fmt(s.consumed_mah, 0), "mAh"],
-          ["Energy", fmt(s.energy_wh, 2), "Wh"],
-          ["Distance", fmt(s.distance_km, 2), "km"],
+          ["Pack peak", fmt(s.peak_pack_temperature, 0), "°C"],
         ].map(([label, value, unit]) =>
-          el("div", { class: "kpi" }, el("div", { class: "label", text: label }), el("div", {}, el("span", { class: "value", text: value }), unit ? el("span", { class: "unit", text: unit }) : null)),
+          el("div", { class: "kpi" }, el("div", { class: "label", text: label }), el("div", {}, el("span", { class: "value", text: value }), unit && value !== "–" ? el("span", { class: "unit", text: unit }) : null)),
         ),
       ),
+    ),
+    el(
+      "div",
+      { class: "card", id: "session-alerts", style: "margin-top:1rem" },
+      el("h2", { text: "Alerts during the session" }),
+      s.alerts.length
+        ? el(
+            "ul",
+            { class: "alert-list" },
+            s.alerts.map((a) =>
+              el(
+                "li",
+                { "data-alert": String(a.id) },
+                el("span", { class: `pill ${a.severity === "critical" ? "bad" : "warn"}`, text: a.severity }),
+                " ",
+                a.message,
+                el("span", { class: "muted small", text: ` (${when(a.started_ms)}${a.resolved_ms ? ` to ${when(a.resolved_ms)}` : ", still firing"})` }),
+              ),
+            ),
+          )
+        : el("p", { class: "empty", text: "No alerts." }),
     ),
   );
   const grid = el("div", { class: "grid wide", style: "margin-top:1rem" });
@@ -206,7 +285,7 @@ async function renderSession(root, id) {
     CHARTS.map(async ([title, lines, band]) => {
       const box = el("div", { class: "chart", "data-chart": lines[0][0] });
       grid.append(el("div", { class: "card" }, box));
-      const chart = new TimeChart(box, { title, lines: lines.map(([, label, unit]) => ({ label, unit })), band });
+      const chart = new TimeChart(box, { title, lines: lines.map(([, label, unit]) => ({ label, unit })), band, minSpan: 0 });
       charts.push(chart);
       const results = await Promise.all(lines.map(([metric]) => query(metric, { device: s.device, from: s.start_ms, to: s.end_ms, maxPoints: 800 })));
       chart.setFromQuery(results.map((r) => r.series.find((x) => !x.tags.session) || null));
