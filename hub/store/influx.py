@@ -689,6 +689,12 @@ class Forwarder:
                 return True
             if self._stopping.is_set():
                 return False
+            if self.stats.failing_since is None:
+                # The outbox figures are the monitor's, up to half a second old: a batch that
+                # was committed and tried at once (group commit hands one over in a burst) would
+                # be missing from the WARNING below and from the status that says "retrying".
+                with contextlib.suppress(Exception):  # a busy store: the monitor tries again
+                    await self.refresh()
             if result.kind == "auth":
                 self._set_state(
                     "paused_auth",
