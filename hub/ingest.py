@@ -360,8 +360,11 @@ class IngestCore:
             # While busy, stop() waits instead of cancelling: the batch in hand commits and is acked.
             self._busy = True
             self.in_hand = len(batch)
-            prepared = await self.writer.call(self.prepare, batch)
-            committed = await self._commit_retrying(prepared)
+            # Prepared and committed in one trip to the store thread (one wake-up of it and one
+            # of the loop per batch); only a failed commit comes back for the retries.
+            prepared, committed, failure = await self.writer.call(self._prepare_commit, batch)
+            if committed is None:
+                committed = await self._commit_retrying(prepared, failure)
             if committed is None:  # stopping while the store fails: not acked, redelivered later
                 return
             self.connection.ack(batch)
@@ -369,18 +372,34 @@ class IngestCore:
             self._busy = False
             self.notify(committed)
 
-    async def _commit_retrying(self, prepared: Prepared) -> Committed | None:
-        """Commit, retrying with backoff while the store fails; never drops the batch."""
+    def _prepare_commit(
+        self, messages: Sequence[Message]
+    ) -> tuple[Prepared, Committed | None, sqlite3.Error | OSError | None]:
+        """Store thread: prepare a batch and make its first commit attempt."""
+        prepared = self.prepare(messages)
+        try:
+            return prepared, self.commit(prepared), None
+        except (sqlite3.Error, OSError) as exc:
+            return prepared, None, exc
+
+    async def _commit_retrying(
+        self, prepared: Prepared, failure: sqlite3.Error | OSError | None = None
+    ) -> Committed | None:
+        """Commit, retrying with backoff while the store fails; never drops the batch.
+        `failure`: the first attempt, made already, failed with it."""
         attempt = 0
         while True:
             attempt += 1
-            try:
-                return await self.writer.call(self.commit, prepared)
-            except (sqlite3.Error, OSError) as exc:
-                self._failing(exc)
-                if self._stopping and attempt >= 3:
-                    return None
-                await asyncio.sleep(self.retry.delay(attempt))
+            if failure is None:
+                try:
+                    return await self.writer.call(self.commit, prepared)
+                except (sqlite3.Error, OSError) as exc:
+                    failure = exc
+            self._failing(failure)
+            failure = None
+            if self._stopping and attempt >= 3:
+                return None
+            await asyncio.sleep(self.retry.delay(attempt))
 
     def _commit_retrying_sync(self, batch: Batch) -> CommitResult:
         """Store thread: a maintenance commit (derivation ticks) that waits out a failing store."""
