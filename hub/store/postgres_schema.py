@@ -1,0 +1,80 @@
+"""The PostgreSQL store's schema, versioned like the SQLite one (hub.store.sqlite.MIGRATIONS).
+
+The same concepts as the embedded store: a series catalog, samples keyed by
+(series, ts, seq), rollups, events, devices, dead letters, ESPHome entities and MQTT
+receipts. Two differences, both for several hub workers on one database:
+
+- `samples` is range-partitioned by day on `ts` (ms since the epoch): retention drops whole
+  partitions instead of deleting rows, and the newest day's index stays small.
+- `mqtt_receipts` is keyed by (client, mid): packet ids are per MQTT session, and every
+  worker has its own.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+DAY_MS = 86_400_000
+
+# Version -> statements that bring a store of the version before to it, applied in order in
+# one transaction each. Version 1 is the whole first schema.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE series (
+            id BIGSERIAL PRIMARY KEY,
+            device TEXT NOT NULL, metric TEXT NOT NULL, tags TEXT NOT NULL DEFAULT '',
+            unit TEXT, source TEXT,
+            first_ts BIGINT, last_ts BIGINT, last_value DOUBLE PRECISION,
+            UNIQUE (device, metric, tags)
+        )""",
+        "CREATE INDEX series_metric ON series (metric, device)",
+        """CREATE TABLE samples (
+            series_id BIGINT NOT NULL, ts BIGINT NOT NULL, seq INTEGER NOT NULL DEFAULT 0,
+            value DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (series_id, ts, seq)
+        ) PARTITION BY RANGE (ts)""",
+        """CREATE TABLE rollup_1m (
+            series_id BIGINT NOT NULL, bucket BIGINT NOT NULL,
+            min DOUBLE PRECISION NOT NULL, max DOUBLE PRECISION NOT NULL,
+            sum DOUBLE PRECISION NOT NULL, count BIGINT NOT NULL,
+            PRIMARY KEY (series_id, bucket)
+        )""",
+        """CREATE TABLE rollup_1h (
+            series_id BIGINT NOT NULL, bucket BIGINT NOT NULL,
+            min DOUBLE PRECISION NOT NULL, max DOUBLE PRECISION NOT NULL,
+            sum DOUBLE PRECISION NOT NULL, count BIGINT NOT NULL,
+            PRIMARY KEY (series_id, bucket)
+        )""",
+        "CREATE TABLE rollup_dirty (series_id BIGINT PRIMARY KEY, from_ts BIGINT NOT NULL)",
+        """CREATE TABLE events (
+            id BIGSERIAL PRIMARY KEY,
+            device TEXT NOT NULL, name TEXT NOT NULL, text TEXT NOT NULL,
+            ts BIGINT NOT NULL, source TEXT, seq INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (device, name, ts, seq)
+        )""",
+        """CREATE TABLE devices (
+            name TEXT PRIMARY KEY, source TEXT, kind TEXT,
+            manufacturer TEXT, model TEXT, sw_version TEXT, identifiers TEXT,
+            first_seen BIGINT, last_seen BIGINT, online INTEGER, availability_ts BIGINT
+        )""",
+        """CREATE TABLE dead_letters (
+            id BIGSERIAL PRIMARY KEY,
+            received_ts BIGINT NOT NULL, source TEXT NOT NULL, topic TEXT,
+            reason TEXT NOT NULL, detail TEXT NOT NULL, payload BYTEA,
+            replayed_ts BIGINT, payload_bytes INTEGER, payload_sha256 TEXT
+        )""",
+        "CREATE INDEX dead_letters_reason ON dead_letters (reason, id)",
+        "CREATE INDEX dead_letters_digest ON dead_letters (payload_sha256)",
+        """CREATE TABLE esphome_entities (
+            state_topic TEXT PRIMARY KEY, config_topic TEXT NOT NULL, entity TEXT NOT NULL
+        )""",
+        """CREATE TABLE mqtt_receipts (
+            client TEXT NOT NULL, mid INTEGER NOT NULL, digest BIGINT NOT NULL,
+            received_ts BIGINT NOT NULL, seq INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (client, mid)
+        )""",
+    ),
+}
+
+
+def partition_name(day_start_ms: int) -> str:
+    return f"samples_d{day_start_ms // DAY_MS}"
