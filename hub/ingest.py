@@ -19,9 +19,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
+import psycopg
 
 from hub.bus import esphome
 from hub.bus.mqtt import Message, MqttConnection
@@ -30,7 +31,6 @@ from hub.bus.router import Decoded, Router
 from hub.model import Event, Reading
 from hub.ports import CommittedFeed
 from hub.store.sqlite import Batch, CommitResult, DeadLetter, StoreFull, message_digest
-from hub.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,38 @@ DERIVE_SOURCE = "derive"  # dead letters of a deriver that failed
 DERIVER_FAILED = "deriver_failed"
 MAX_DEAD_INPUTS = 1000  # readings kept in such a dead letter
 T = TypeVar("T")
+
+
+# What a failing store raises (SQLite: locked, full, damaged; PostgreSQL: unreachable,
+# restarting, failing over): the batch is retried, never acknowledged, never dropped.
+STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, OSError, psycopg.Error)
+
+
+class IngestStore(Protocol):
+    """What ingest needs of a store: hub.store.sqlite.Store or hub.store.postgres.PostgresStore."""
+
+    def load_entities(self) -> list[tuple[str, str, str]]: ...
+
+    def fresh(
+        self, readings: Sequence[Reading], claimed: set[tuple[object, int, int]] | None = None
+    ) -> list[Reading]: ...
+
+    def commit(self, batch: Batch) -> CommitResult: ...
+
+    def receipt(self, mid: int, digest: int) -> tuple[int, int] | None: ...
+
+    def last_value(self, reading: Reading) -> float | None: ...
+
+    def last_event_text(self, device: str, name: str) -> str | None: ...
+
+
+class IngestWriter(Protocol):
+    """The store thread ingest commits in (hub.store.writer.StoreWriter, or PostgresWriter)."""
+
+    @property
+    def store(self) -> IngestStore: ...
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T: ...
 
 
 class DerivedLike(Protocol):
@@ -153,6 +185,8 @@ def describe_store_error(exc: BaseException) -> str:
         return f"store damaged ({text}); stop the hub and run 'hub store check'"
     if "readonly" in lowered or "read-only" in lowered:
         return f"store is read-only ({text})"
+    if isinstance(exc, psycopg.OperationalError):
+        return f"PostgreSQL store unreachable ({text})"
     return f"store write failed ({text})"
 
 
@@ -160,7 +194,7 @@ class IngestCore:
     def __init__(
         self,
         connection: MqttConnection,
-        writer: StoreWriter,
+        writer: IngestWriter,
         router: Router,
         *,
         batch_max: int = 5000,
@@ -376,7 +410,7 @@ class IngestCore:
             attempt += 1
             try:
                 return await self.writer.call(self.commit, prepared)
-            except (sqlite3.Error, OSError) as exc:
+            except STORE_ERRORS as exc:
                 self._failing(exc)
                 if self._stopping and attempt >= 3:
                     return None
@@ -392,7 +426,7 @@ class IngestCore:
                 result = self.store.commit(batch)
                 self._recovered()
                 return result
-            except (sqlite3.Error, OSError) as exc:
+            except STORE_ERRORS as exc:
                 self._failing(exc)
                 if self._stopping:
                     raise
@@ -440,7 +474,10 @@ class IngestCore:
         checked_at, free = self._free_checked
         now = time.monotonic()
         if now - checked_at >= 1.0 or free < self.min_free_bytes * 2:
-            free = shutil.disk_usage(self.store.path.parent).free
+            path = getattr(self.store, "path", None)
+            if path is None:  # a server store (PostgreSQL): its disk is not ours to watch
+                return
+            free = shutil.disk_usage(path.parent).free
             self._free_checked = (now, free)
         if free < self.min_free_bytes:
             raise StoreFull(

@@ -14,13 +14,15 @@ LOCKED, so two never recompute the same series at once and none waits for anothe
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -40,6 +42,7 @@ from hub.store.sqlite import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Advisory lock keys (pg_advisory_*): one number per purpose, fixed so every worker agrees.
 LOCK_MIGRATE = 0x6875_6201
@@ -69,8 +72,9 @@ class PostgresStore:
         self.dead_letter_limits = dead_letters or DeadLetterLimits()
         self.dead_letters_dropped = 0
         self.dead_letters_repeated = 0
+        self.connect_timeout = connect_timeout
         try:
-            self.conn = psycopg.connect(url, autocommit=True, connect_timeout=int(connect_timeout))
+            self.conn = self._connect()
         except psycopg.OperationalError as exc:
             raise StoreError(f"cannot connect to the store at {redact(url)}: {exc}") from exc
         self._lock = threading.RLock()
@@ -82,6 +86,19 @@ class PostgresStore:
             "SELECT id, device, metric, tags FROM series"
         ):
             self._series[(device, metric, tags)] = sid
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout))
+        )
+
+    def _usable(self) -> psycopg.Connection[Any]:
+        """The connection, opened again when the server dropped it (a restart, a failover):
+        the call fails with psycopg.OperationalError while it cannot, and ingest retries."""
+        if self.conn.closed or self.conn.broken:
+            log.warning("Reconnecting to the store at %s", redact(self.url))
+            self.conn = self._connect()
+        return self.conn
 
     def close(self) -> None:
         with self._lock:
@@ -126,8 +143,9 @@ class PostgresStore:
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
         with self._lock:
             try:
-                with self.conn.transaction():
-                    yield self.conn
+                conn = self._usable()
+                with conn.transaction():
+                    yield conn
             except BaseException:
                 # Ids of series created by a rolled-back transaction were never stored.
                 for key in self._new_series:
@@ -380,10 +398,14 @@ class PostgresStore:
     # -- reads the ingest path needs ------------------------------------------------------------
 
     def receipt(self, mid: int, digest: int) -> tuple[int, int] | None:
-        row = self.conn.execute(
-            "SELECT received_ts, seq FROM mqtt_receipts WHERE client=%s AND mid=%s AND digest=%s",
-            (self.client, mid, digest),
-        ).fetchone()
+        row = (
+            self._usable()
+            .execute(
+                "SELECT received_ts, seq FROM mqtt_receipts WHERE client=%s AND mid=%s AND digest=%s",
+                (self.client, mid, digest),
+            )
+            .fetchone()
+        )
         return (int(row[0]), int(row[1])) if row else None
 
     def fresh(
@@ -406,7 +428,7 @@ class PostgresStore:
             span[1] = max(span[1], r.timestamp_ms)
         stored: set[tuple[object, int, int]] = set()
         for sid, (low, high) in spans.items():
-            for ts, seq in self.conn.execute(
+            for ts, seq in self._usable().execute(
                 "SELECT ts, seq FROM samples WHERE series_id=%s AND ts BETWEEN %s AND %s",
                 (sid, low, high),
             ):
@@ -424,11 +446,34 @@ class PostgresStore:
         sid = self._series.get((reading.device, reading.metric, tags_key(reading.tags)))
         if sid is None:
             return None
-        row = self.conn.execute(
-            "SELECT value FROM samples WHERE series_id=%s ORDER BY ts DESC, seq DESC LIMIT 1",
-            (sid,),
-        ).fetchone()
+        row = (
+            self._usable()
+            .execute(
+                "SELECT value FROM samples WHERE series_id=%s ORDER BY ts DESC, seq DESC LIMIT 1",
+                (sid,),
+            )
+            .fetchone()
+        )
         return float(row[0]) if row else None
+
+    def last_event_text(self, device: str, name: str) -> str | None:
+        row = (
+            self._usable()
+            .execute(
+                "SELECT text FROM events WHERE device=%s AND name=%s ORDER BY ts DESC, seq DESC LIMIT 1",
+                (device, name),
+            )
+            .fetchone()
+        )
+        return str(row[0]) if row else None
+
+    def load_entities(self) -> list[tuple[str, str, str]]:
+        return [
+            (str(a), str(b), str(c))
+            for a, b, c in self._usable().execute(
+                "SELECT state_topic, config_topic, entity FROM esphome_entities"
+            )
+        ]
 
     # -- rollups and retention ------------------------------------------------------------------
 
@@ -534,6 +579,30 @@ class PostgresStore:
         ):
             out[table] = int(self._one(f"SELECT count(*) FROM {table}"))
         return out
+
+
+class PostgresWriter:
+    """The store thread of a worker: ingest commits and the leader's rollups and retention
+    run one after another on the store's one connection (as StoreWriter does for SQLite)."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-store")
+        self._closed = False
+
+    @property
+    def store(self) -> PostgresStore:
+        return self._store
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.shutdown(wait=True)
+        self._store.close()
 
 
 def wait_ready(url: str, seconds: float = 10.0) -> None:
