@@ -12,7 +12,7 @@ receipts. Two differences, both for several hub workers on one database:
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DAY_MS = 86_400_000
 
 # Version -> statements that bring a store of the version before to it, applied in order in
@@ -71,6 +71,39 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             client TEXT NOT NULL, mid INTEGER NOT NULL, digest BIGINT NOT NULL,
             received_ts BIGINT NOT NULL, seq INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (client, mid)
+        )""",
+    ),
+    2: (
+        # The records `hub store migrate-to` brings from a SQLite store: drive sessions and
+        # the alert history (the columns of hub.store.sessions and hub.alerts.store).
+        """CREATE TABLE rc_sessions (
+            id TEXT PRIMARY KEY, vehicle TEXT NOT NULL, device TEXT NOT NULL,
+            start_ms BIGINT NOT NULL, end_ms BIGINT NOT NULL,
+            max_speed_kmh DOUBLE PRECISION, max_current_a DOUBLE PRECISION,
+            min_cell_voltage_load DOUBLE PRECISION, peak_esc_temperature DOUBLE PRECISION,
+            peak_motor_temperature DOUBLE PRECISION, peak_pack_temperature DOUBLE PRECISION,
+            consumed_mah DOUBLE PRECISION, energy_wh DOUBLE PRECISION, distance_km DOUBLE PRECISION
+        )""",
+        "CREATE INDEX rc_sessions_vehicle_start ON rc_sessions (vehicle, start_ms)",
+        """CREATE TABLE alerts (
+            id BIGSERIAL PRIMARY KEY,
+            rule TEXT NOT NULL, device TEXT NOT NULL, metric TEXT, severity TEXT NOT NULL,
+            state TEXT NOT NULL, value DOUBLE PRECISION, threshold DOUBLE PRECISION, unit TEXT,
+            message TEXT NOT NULL, device_class TEXT NOT NULL,
+            started_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL, resolved_ms BIGINT,
+            acknowledged_by TEXT, acknowledged_ms BIGINT, silenced_until_ms BIGINT,
+            count BIGINT NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX alerts_one_firing ON alerts (rule, device) WHERE state = 'firing'",
+        "CREATE INDEX alerts_started ON alerts (started_ms)",
+        """CREATE TABLE alert_events (
+            id BIGSERIAL PRIMARY KEY, alert_id BIGINT NOT NULL, ts BIGINT NOT NULL,
+            kind TEXT NOT NULL, value DOUBLE PRECISION, detail TEXT
+        )""",
+        "CREATE INDEX alert_events_alert ON alert_events (alert_id, ts)",
+        """CREATE TABLE alert_silences (
+            rule TEXT NOT NULL, device TEXT NOT NULL, until_ms BIGINT NOT NULL, by TEXT,
+            PRIMARY KEY (rule, device)
         )""",
     ),
 }

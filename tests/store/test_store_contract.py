@@ -181,7 +181,7 @@ def test_postgres_schema_is_versioned_and_a_newer_one_is_refused(pg_url: str) ->
     from hub.store.sqlite import StoreError
 
     store = PostgresStore(pg_url)
-    assert store.schema_version == 1
+    assert store.schema_version == 2
     store.conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     store.close()
     with pytest.raises(StoreError, match="newer hub"):
