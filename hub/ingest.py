@@ -203,8 +203,13 @@ class IngestCore:
         min_free_bytes: int = 0,
         retry: CommitRetry | None = None,
         feed: CommittedFeed | None = None,
+        seq_base: int = 0,
     ) -> None:
         self.connection = connection
+        # First `seq` this process gives readings stamped on receipt: workers sharing one
+        # store each have their own range, so two of them stamping the same device in the
+        # same millisecond never take the same sample key (hub.store.postgres worker slots).
+        self.seq_base = seq_base
         self.writer = writer
         self.store = writer.store
         self.router = router
@@ -612,7 +617,7 @@ class IngestCore:
                 # the same millisecond (or the clock stepped back): next in order
                 key = (previous[0], previous[1] + 1)
             else:
-                key = (ms, 0)
+                key = (ms, self.seq_base)
             if message.qos:
                 batch.receipts.append((message.mid, digest, key[0], key[1]))
                 this_batch[(message.mid, digest)] = key

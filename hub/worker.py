@@ -99,6 +99,7 @@ class Worker:
             batch_max=config.ingest.batch_max,
             batch_wait=config.ingest.batch_wait,
             feed=CommittedFeed(),
+            seq_base=await asyncio.to_thread(self.store.seq_base),
         )
         self.ingest.load_state()
         self.connection.start(asyncio.get_running_loop())
@@ -160,6 +161,7 @@ class Worker:
             "messages": ingest.stats.messages if ingest else 0,
             "readings_stored": ingest.stats.readings_stored if ingest else 0,
             "health": ingest.health() if ingest else {},
+            "ingest": ingest.stats.as_dict() if ingest else {},
         }
 
     async def _status_loop(self) -> None:

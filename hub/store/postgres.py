@@ -28,7 +28,14 @@ import orjson
 import psycopg
 
 from hub.model import Reading
-from hub.store.postgres_schema import DAY_MS, MIGRATIONS, SCHEMA_VERSION, partition_name
+from hub.store.postgres_schema import (
+    DAY_MS,
+    MAX_SLOT,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SLOT_BITS,
+    partition_name,
+)
 from hub.store.sqlite import (
     HOUR_MS,
     MINUTE_MS,
@@ -127,6 +134,25 @@ class PostgresStore:
                     (str(target),),
                 )
                 log.info("Store %s upgraded to schema %d", redact(self.url), target)
+
+    def seq_base(self) -> int:
+        """This worker's first `seq` for readings stamped on receipt (see postgres_schema)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO workers (client) VALUES (%s) ON CONFLICT (client) DO NOTHING",
+                (self.client,),
+            )
+            row = conn.execute(
+                "SELECT slot FROM workers WHERE client=%s", (self.client,)
+            ).fetchone()
+        slot = int(row[0]) if row else 0
+        if not 0 < slot <= MAX_SLOT:
+            raise StoreError(
+                f"worker slot {slot} of {self.client!r} is out of range (1..{MAX_SLOT}): more "
+                "client ids have joined this store than it can tell apart; delete unused rows "
+                "of the workers table"
+            )
+        return slot << SLOT_BITS
 
     @property
     def schema_version(self) -> int:

@@ -12,7 +12,7 @@ receipts. Two differences, both for several hub workers on one database:
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DAY_MS = 86_400_000
 
 # Version -> statements that bring a store of the version before to it, applied in order in
@@ -106,7 +106,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY (rule, device)
         )""",
     ),
+    3: (
+        # Worker slots: each worker (MQTT client id) gets a number once, kept across restarts;
+        # its readings stamped on receipt take `seq` values from slot << SLOT_BITS on, so two
+        # workers stamping one device in the same millisecond never share a sample key.
+        "CREATE TABLE workers (client TEXT PRIMARY KEY, slot SERIAL UNIQUE)",
+    ),
 }
+SLOT_BITS = 20  # readings of one topic within one millisecond per worker: 2**20
+MAX_SLOT = (2**31 - 1) >> SLOT_BITS  # seq is a 32-bit INTEGER
 
 
 def partition_name(day_start_ms: int) -> str:

@@ -74,11 +74,17 @@ def count(url: str, sql: str) -> int:
 
 
 def stream(publisher: Publisher, t0: int) -> None:
+    """Hub JSON with its own timestamps, and every fourth message an ESPHome state stamped on
+    receipt by whichever worker gets it: both workers stamp the same five nodes in the same
+    milliseconds, and each reading must still get a key of its own."""
     for i in range(TOTAL):
-        publisher.publish(
-            f"hub/readings/rig{i % DEVICES}",
-            orjson.dumps({"ts_ms": t0 + i // DEVICES, "values": {"current": i}}),
-        )
+        if i % 4 == 3:
+            publisher.publish(f"node{i % 5}/sensor/co2/state", str(i))
+        else:
+            publisher.publish(
+                f"hub/readings/rig{i % DEVICES}",
+                orjson.dumps({"ts_ms": t0 + i // DEVICES, "values": {"current": i}}),
+            )
 
 
 def test_two_workers_one_killed_mid_stream_store_every_reading_once(

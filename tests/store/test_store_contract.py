@@ -181,7 +181,7 @@ def test_postgres_schema_is_versioned_and_a_newer_one_is_refused(pg_url: str) ->
     from hub.store.sqlite import StoreError
 
     store = PostgresStore(pg_url)
-    assert store.schema_version == 2
+    assert store.schema_version == 3
     store.conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     store.close()
     with pytest.raises(StoreError, match="newer hub"):
@@ -195,3 +195,17 @@ def test_postgres_unreachable_is_a_clear_store_error() -> None:
 
     with pytest.raises(StoreError, match="cannot connect"):
         PostgresStore(f"postgresql://hub:secret@127.0.0.1:{free_port()}/hub", connect_timeout=2)
+
+
+@pytest.mark.postgres
+def test_postgres_workers_get_their_own_seq_range_kept_across_restarts(pg_url: str) -> None:
+    from hub.store.postgres_schema import SLOT_BITS
+
+    one, two = PostgresStore(pg_url, client="w-1"), PostgresStore(pg_url, client="w-2")
+    bases = (one.seq_base(), two.seq_base())
+    assert bases[0] != bases[1] and all(b and b % (1 << SLOT_BITS) == 0 for b in bases)
+    one.close()
+    again = PostgresStore(pg_url, client="w-1")
+    assert again.seq_base() == bases[0]
+    again.close()
+    two.close()
