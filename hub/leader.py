@@ -83,7 +83,11 @@ class Leader:
                     self._drop()
                 await asyncio.sleep(self.poll)
         finally:
-            self._set(False)
+            if self.is_leader:  # stopping: the lock goes with the connection, quietly
+                log.info("%s hands the singletons over (stopping)", self.name)
+                self.is_leader = False
+                if self.on_change is not None:
+                    self.on_change(False)
             self._drop()
 
     def _drop(self) -> None:

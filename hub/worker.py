@@ -100,6 +100,7 @@ class Worker:
             batch_wait=config.ingest.batch_wait,
             feed=CommittedFeed(),
             seq_base=await asyncio.to_thread(self.store.seq_base),
+            shared_store=True,
         )
         self.ingest.load_state()
         self.connection.start(asyncio.get_running_loop())
