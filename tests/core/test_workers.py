@@ -137,3 +137,37 @@ def test_two_workers_one_killed_mid_stream_store_every_reading_once(
             if worker.proc is not None and worker.proc.poll() is None:
                 worker.stop()
     assert "Traceback" not in "".join(w.log() for w in workers)
+
+
+@pytest.mark.parametrize(
+    ("store", "args", "message"),
+    [
+        (
+            {"url": "postgresql://hub@127.0.0.1:1/hub"},
+            [],
+            "a plain 'hub run' keeps the SQLite store",
+        ),
+        ({}, ["--worker"], "needs store.url: postgresql://"),
+    ],
+)
+def test_store_url_and_worker_go_together(
+    tmp_path: Path, store: dict[str, str], args: list[str], message: str
+) -> None:
+    config = tmp_path / "hub.yaml"
+    config.write_text(
+        orjson.dumps(
+            {
+                "data_dir": str(tmp_path / "data"),
+                "broker": {"url": "mqtt://127.0.0.1:1"},
+                "store": store,
+            }
+        ).decode()
+    )  # JSON is YAML
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "hub", "run", "-c", str(config), *args],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    assert message in done.stderr
