@@ -401,7 +401,9 @@ class IngestCore:
             # While busy, stop() waits instead of cancelling: the batch in hand commits and is acked.
             self._busy = True
             self.in_hand = len(batch)
-            prepared = await self.writer.call(self.prepare, batch)
+            prepared = await self._prepare_retrying(batch)
+            if prepared is None:  # stopping while the store fails: not acked, redelivered later
+                return
             committed = await self._commit_retrying(prepared)
             if committed is None:  # stopping while the store fails: not acked, redelivered later
                 return
@@ -409,6 +411,20 @@ class IngestCore:
             self.in_hand = 0
             self._busy = False
             self.notify(committed)
+
+    async def _prepare_retrying(self, batch: Sequence[Message]) -> Prepared | None:
+        """Prepare reads the store (receipts, which keys are stored): a server store that is
+        down fails here before the commit does, and is waited out the same way."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.writer.call(self.prepare, batch)
+            except STORE_ERRORS as exc:
+                self._failing(exc)
+                if self._stopping and attempt >= 3:
+                    return None
+                await asyncio.sleep(self.retry.delay(attempt))
 
     async def _commit_retrying(self, prepared: Prepared) -> Committed | None:
         """Commit, retrying with backoff while the store fails; never drops the batch."""

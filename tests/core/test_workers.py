@@ -171,3 +171,45 @@ def test_store_url_and_worker_go_together(
     )  # fmt: skip
     assert done.returncode == 4, done.stderr
     assert message in done.stderr
+
+
+def test_a_worker_waits_out_a_dead_postgres_without_acking_or_crashing(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """PostgreSQL stopped under a running worker: it says so in its health, counts the
+    failures, acknowledges nothing, and stores everything once the server is back."""
+    from tests.support.postgres import Postgres
+
+    with Postgres(tmp_path / "pg") as server:
+        worker = WorkerProcess(tmp_path / "w", mosquitto.url, server.url, "1").start()
+        publisher = Publisher(mosquitto.host, mosquitto.port)
+        t0 = int(time.time() * 1000) - 60_000
+        batch = lambda start: [  # noqa: E731
+            publisher.publish(
+                "hub/readings/rig", orjson.dumps({"ts_ms": t0 + i, "values": {"current": i}})
+            )
+            for i in range(start, start + 500)
+        ]
+        batch(0)
+        assert publisher.flush(30)
+        wait_for(lambda: worker.status().get("readings_stored", 0) >= 500, 30, what="first 500")
+        server.stop()
+        batch(500)
+        assert publisher.flush(30)
+        health = wait_for(
+            lambda: (
+                worker.status().get("health", {}).get("status") == "degraded"
+                and worker.status()["health"]
+            ),
+            30,
+            what="degraded health",
+        )
+        assert "PostgreSQL store unreachable" in health["reason"], health
+        assert worker.status()["ingest"]["commit_failures"] >= 1
+        time.sleep(2)
+        assert worker.proc is not None and worker.proc.poll() is None  # still running
+        server.start()
+        wait_for(lambda: count(server.url, "SELECT count(*) FROM samples") == 1000, 60, what="all")
+        assert count(server.url, "SELECT count(DISTINCT value) FROM samples") == 1000
+        publisher.close()
+        assert worker.stop() == 0
