@@ -215,7 +215,7 @@ def test_a_large_batch_and_its_redelivery(store: AnyStore) -> None:
     """Large batches take another path in PostgreSQL (COPY); the contract is the same."""
     batch = Batch(readings=[r(T0 + i, float(i), device=f"n{i % 7}") for i in range(5000)])
     assert store.commit(batch).stored == 5000
-    half = Batch(readings=batch.readings[2500:] + [r(T0 + 10_000, 1.0)])
+    half = Batch(readings=[*batch.readings[2500:], r(T0 + 10_000, 1.0)])
     result = store.commit(half)
     assert (result.stored, result.duplicates) == (1, 2500)
     assert store.counts()["samples"] == 5001
