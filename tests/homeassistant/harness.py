@@ -208,6 +208,11 @@ class HomeAssistant:
         })  # fmt: skip
         self.token = tokens["access_token"]
         self.refresh_token = tokens["refresh_token"]
+        # The remaining onboarding steps, as a person clicking "Next" would: without them the
+        # frontend shows the onboarding wizard instead of the page a test opens.
+        self.post("/api/onboarding/core_config")
+        self.post("/api/onboarding/analytics")
+        self.post("/api/onboarding/integration", {"client_id": client_id, "redirect_uri": f"{self.base}/?auth_callback=1"})  # fmt: skip
 
     def _add_mqtt(self) -> None:
         flow = self.post("/api/config/config_entries/flow", {"handler": "mqtt", "show_advanced_options": False})  # fmt: skip
