@@ -121,6 +121,7 @@ class HomeAssistant:
             [self.hass, "-c", str(self.config_dir), "--skip-pip"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
+        probe = "/auth/providers" if self.refresh_token else "/api/onboarding"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -128,7 +129,9 @@ class HomeAssistant:
                     f"hass exited with {self.proc.returncode}:\n{self.log()[-4000:]}"
                 )
             try:
-                _request("GET", f"{self.base}/api/onboarding", timeout=2)
+                # A finished onboarding unregisters /api/onboarding, so a restart probes the
+                # login providers instead (served as soon as http and auth are up).
+                _request("GET", f"{self.base}{probe}", timeout=2)
                 break
             except (urllib.error.URLError, OSError, ValueError):
                 time.sleep(0.3)
