@@ -3,6 +3,7 @@
     .venv/bin/python bench/ingest.py [--messages 200000] [--rate 5000] [--seconds 10]
         [--steady-rates 200,2000] [--steady-seconds 20] [--idle-seconds 10]
         [--batch-wait 30ms] [--hub-src DIR ...] [--sections drain,steady]
+        [--store postgresql://user@host:port/db]
 
 A private Mosquitto (the managed broker's own config) serves both sides.
 
@@ -25,6 +26,11 @@ by other work on a shared machine. --hub-src runs another checkout's hub, and gi
 once, each in turn in the same run (before and after a change: `git worktree add --detach
 /tmp/before HEAD~3`, then `--hub-src /tmp/before --hub-src .`). Figures are printed, not
 asserted.
+
+With --store, after the drain the same queue is drained by 1 and by 2 `hub run --worker`
+processes (one MQTT 5 shared group, one PostgreSQL store; its tables are emptied before each
+run): (w1) msgs/s and the ratio to (a), (w2) publish-to-commit at --rate, (w3) each worker's peak
+RSS, (w4) two workers against one.
 """
 
 from __future__ import annotations
@@ -335,7 +341,7 @@ def label(src: Path) -> str:
     return "this hub" if src == REPO else f"hub of {src}"
 
 
-def drain(args: argparse.Namespace, workdir: Path, port: int) -> None:
+def drain(args: argparse.Namespace, workdir: Path, port: int) -> tuple[float, list]:
     n = args.messages
     items = messages(n, int(time.time() * 1000) - n)
     hubs = [
@@ -401,6 +407,7 @@ def drain(args: argparse.Namespace, workdir: Path, port: int) -> None:
         f"(e) hub peak RSS:                        {hub.peak_rss_mb():10.1f} MB (target < 150 MB)"
     )
     hub.stop()
+    return raw_rate, items
 
 
 def steady(args: argparse.Namespace, workdir: Path, port: int) -> None:
@@ -463,6 +470,144 @@ def steady_one(
     hub.stop()
 
 
+class Workers:
+    """`hub run --worker` processes on one shared group and one PostgreSQL store."""
+
+    def __init__(self, workdir: Path, port: int, url: str, count: int) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config = workdir / "hub.yaml"
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "data_dir": str(workdir / "data"),
+                    "broker": {
+                        "url": f"mqtt://127.0.0.1:{port}",
+                        "client_id": "bench-w",
+                        "shared_group": "bench",
+                    },
+                    "store": {"url": url},
+                    "status": {"interval": "0.25s", "publish_stats": False},
+                    "log": {"level": "warning"},
+                }
+            )
+        )
+        self.ids = [str(k + 1) for k in range(count)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def statuses(self) -> list[dict]:
+        out = []
+        for worker_id in self.ids:
+            try:
+                path = self.workdir / "data" / f"worker-bench-w-{worker_id}.json"
+                out.append(orjson.loads(path.read_bytes()))
+            except (OSError, ValueError):
+                out.append({})
+        return out
+
+    def messages(self) -> int:
+        return sum(int(s.get("messages", 0)) for s in self.statuses())
+
+    def start(self) -> None:
+        for path in (self.workdir / "data").glob("worker-*.json"):
+            path.unlink()
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "hub",
+                    "run",
+                    "-c",
+                    str(self.config),
+                    "--worker",
+                    "--worker-id",
+                    worker_id,
+                ],
+                env=env,
+            )
+            for worker_id in self.ids
+        ]
+        self.wait(lambda: all(self.statuses()), 30)
+
+    def wait(self, predicate, timeout: float = 300) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return time.perf_counter()
+            time.sleep(0.01)
+        raise TimeoutError("workers did not get there")
+
+    def peak_rss_mb(self) -> list[float]:
+        out = []
+        for proc in self.procs:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    out.append(int(line.split()[1]) / 1024)
+        return out
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(30)
+
+
+def empty_store(url: str) -> None:
+    import psycopg
+
+    from hub.store.postgres import PostgresStore
+
+    PostgresStore(url).close()  # the schema, when the database is new
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "TRUNCATE samples, series, rollup_dirty, rollup_1m, rollup_1h, mqtt_receipts, "
+            "events, devices, dead_letters"
+        )
+
+
+def bench_workers(
+    workdir: Path, port: int, url: str, count: int, items: list[tuple[str, bytes]], rate: float,
+    seconds: float, raw_rate: float,
+) -> float:  # fmt: skip
+    n = len(items)
+    empty_store(url)
+    workers = Workers(workdir / f"workers{count}", port, url, count)
+    workers.start()  # once, to create each member's persistent session in the group
+    workers.stop()
+    publish_all(port, items)
+    workers.start()
+    t0 = workers.wait(lambda: workers.messages() > 0)
+    t1 = workers.wait(lambda: workers.messages() >= n)
+    drained = n / (t1 - t0)
+    print(
+        f"(w1) {count} PostgreSQL worker{'s' if count > 1 else ' '}, first message -> last commit: "
+        f"{drained:10,.0f} msgs/s ({drained / raw_rate:.2f} of bare paho)"
+    )
+    steady_count = int(rate * seconds)
+    steady = [("hub/readings/steady", b"")] * steady_count
+    elapsed = publish_all(port, steady, rate=rate, stamp=True)
+    workers.wait(lambda: workers.messages() >= n + steady_count, 120)
+    time.sleep(0.5)
+    ages = [s.get("ingest", {}).get("age_at_commit_ms", {}) for s in workers.statuses()]
+    shares = [int(s.get("messages", 0)) for s in workers.statuses()]
+    print(
+        f"(w2) {count} worker(s), publish->commit at {steady_count / elapsed:,.0f} msgs/s offered: "
+        + "; ".join(
+            f"worker {i + 1}: p50 {a.get('p50')} ms, p99 {a.get('p99')} ms, max {a.get('max')} ms"
+            for i, a in enumerate(ages)
+        )
+        + f" (messages per worker: {shares}; target p99 < 250 ms)"
+    )
+    print(
+        f"(w3) {count} worker(s), peak RSS: "
+        + ", ".join(f"{mb:.1f} MB" for mb in workers.peak_rss_mb())
+    )
+    workers.stop()
+    return drained
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -504,6 +649,12 @@ def main() -> None:
         help="a checkout whose hub to run (default: this one); repeat it to measure several "
         "in the same run, e.g. the commit before a change and this one",
     )
+    parser.add_argument(
+        "--store",
+        default=None,
+        help="postgresql://... : after the drain, drain with 1 and 2 `hub run --worker` on this "
+        "database (its tables are emptied)",
+    )
     parser.add_argument("--raw-consumer", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--steady-publisher", nargs=3, type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -521,7 +672,18 @@ def main() -> None:
         broker, port = start_broker(workdir / "broker")
         try:
             if "drain" in sections:
-                drain(args, workdir, port)
+                raw_rate, items = drain(args, workdir, port)
+                if args.store:
+                    one = bench_workers(
+                        workdir, port, args.store, 1, items, args.rate, args.seconds, raw_rate
+                    )
+                    two = bench_workers(
+                        workdir, port, args.store, 2, items, args.rate, args.seconds, raw_rate
+                    )
+                    print(
+                        f"(w4) 2 workers / 1 worker: {two / one:.2f} (targets: 1 worker >= 0.5 "
+                        "of bare paho; 2 workers >= 1.3x one)"
+                    )
             if "steady" in sections:
                 steady(args, workdir, port)
         finally:

@@ -19,9 +19,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
+import psycopg
 
 from hub.bus import esphome
 from hub.bus.mqtt import Message, MqttConnection
@@ -30,7 +31,6 @@ from hub.bus.router import Decoded, Router
 from hub.model import Event, Reading
 from hub.ports import CommittedFeed
 from hub.store.sqlite import Batch, CommitResult, DeadLetter, StoreFull, message_digest
-from hub.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,38 @@ DERIVE_SOURCE = "derive"  # dead letters of a deriver that failed
 DERIVER_FAILED = "deriver_failed"
 MAX_DEAD_INPUTS = 1000  # readings kept in such a dead letter
 T = TypeVar("T")
+
+
+# What a failing store raises (SQLite: locked, full, damaged; PostgreSQL: unreachable,
+# restarting, failing over): the batch is retried, never acknowledged, never dropped.
+STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, OSError, psycopg.Error)
+
+
+class IngestStore(Protocol):
+    """What ingest needs of a store: hub.store.sqlite.Store or hub.store.postgres.PostgresStore."""
+
+    def load_entities(self) -> list[tuple[str, str, str]]: ...
+
+    def fresh(
+        self, readings: Sequence[Reading], claimed: set[tuple[object, int, int]] | None = None
+    ) -> list[Reading]: ...
+
+    def commit(self, batch: Batch) -> CommitResult: ...
+
+    def receipt(self, mid: int, digest: int) -> tuple[int, int] | None: ...
+
+    def last_value(self, reading: Reading) -> float | None: ...
+
+    def last_event_text(self, device: str, name: str) -> str | None: ...
+
+
+class IngestWriter(Protocol):
+    """The store thread ingest commits in (hub.store.writer.StoreWriter, or PostgresWriter)."""
+
+    @property
+    def store(self) -> IngestStore: ...
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T: ...
 
 
 class DerivedLike(Protocol):
@@ -153,6 +185,8 @@ def describe_store_error(exc: BaseException) -> str:
         return f"store damaged ({text}); stop the hub and run 'hub store check'"
     if "readonly" in lowered or "read-only" in lowered:
         return f"store is read-only ({text})"
+    if isinstance(exc, psycopg.OperationalError):
+        return f"PostgreSQL store unreachable ({text})"
     return f"store write failed ({text})"
 
 
@@ -160,7 +194,7 @@ class IngestCore:
     def __init__(
         self,
         connection: MqttConnection,
-        writer: StoreWriter,
+        writer: IngestWriter,
         router: Router,
         *,
         batch_max: int = 5000,
@@ -169,8 +203,15 @@ class IngestCore:
         min_free_bytes: int = 0,
         retry: CommitRetry | None = None,
         feed: CommittedFeed | None = None,
+        seq_base: int = 0,
+        shared_store: bool = False,
     ) -> None:
         self.connection = connection
+        self.shared_store = shared_store
+        # First `seq` this process gives readings stamped on receipt: workers sharing one
+        # store each have their own range, so two of them stamping the same device in the
+        # same millisecond never take the same sample key (hub.store.postgres worker slots).
+        self.seq_base = seq_base
         self.writer = writer
         self.store = writer.store
         self.router = router
@@ -361,8 +402,13 @@ class IngestCore:
             self._busy = True
             self.in_hand = len(batch)
             # Prepared and committed in one trip to the store thread (one wake-up of it and one
-            # of the loop per batch); only a failed commit comes back for the retries.
+            # of the loop per batch); only a failure comes back for the retries.
             prepared, committed, failure = await self.writer.call(self._prepare_commit, batch)
+            if prepared is None:
+                prepared = await self._prepare_retrying(batch, failure)
+                if prepared is None:  # stopping while the store fails: not acked, redelivered later
+                    return
+                failure = None
             if committed is None:
                 committed = await self._commit_retrying(prepared, failure)
             if committed is None:  # stopping while the store fails: not acked, redelivered later
@@ -374,16 +420,39 @@ class IngestCore:
 
     def _prepare_commit(
         self, messages: Sequence[Message]
-    ) -> tuple[Prepared, Committed | None, sqlite3.Error | OSError | None]:
+    ) -> tuple[Prepared | None, Committed | None, BaseException | None]:
         """Store thread: prepare a batch and make its first commit attempt."""
-        prepared = self.prepare(messages)
+        try:
+            prepared = self.prepare(messages)
+        except STORE_ERRORS as exc:
+            return None, None, exc
         try:
             return prepared, self.commit(prepared), None
-        except (sqlite3.Error, OSError) as exc:
+        except STORE_ERRORS as exc:
             return prepared, None, exc
 
+    async def _prepare_retrying(
+        self, batch: Sequence[Message], failure: BaseException | None = None
+    ) -> Prepared | None:
+        """Prepare reads the store (receipts, which keys are stored): a server store that is
+        down fails here before the commit does, and is waited out the same way. `failure`: the
+        first attempt, made already, failed with it."""
+        attempt = 0
+        while True:
+            attempt += 1
+            if failure is None:
+                try:
+                    return await self.writer.call(self.prepare, batch)
+                except STORE_ERRORS as exc:
+                    failure = exc
+            self._failing(failure)
+            failure = None
+            if self._stopping and attempt >= 3:
+                return None
+            await asyncio.sleep(self.retry.delay(attempt))
+
     async def _commit_retrying(
-        self, prepared: Prepared, failure: sqlite3.Error | OSError | None = None
+        self, prepared: Prepared, failure: BaseException | None = None
     ) -> Committed | None:
         """Commit, retrying with backoff while the store fails; never drops the batch.
         `failure`: the first attempt, made already, failed with it."""
@@ -393,7 +462,7 @@ class IngestCore:
             if failure is None:
                 try:
                     return await self.writer.call(self.commit, prepared)
-                except (sqlite3.Error, OSError) as exc:
+                except STORE_ERRORS as exc:
                     failure = exc
             self._failing(failure)
             failure = None
@@ -411,7 +480,7 @@ class IngestCore:
                 result = self.store.commit(batch)
                 self._recovered()
                 return result
-            except (sqlite3.Error, OSError) as exc:
+            except STORE_ERRORS as exc:
                 self._failing(exc)
                 if self._stopping:
                     raise
@@ -459,7 +528,10 @@ class IngestCore:
         checked_at, free = self._free_checked
         now = time.monotonic()
         if now - checked_at >= 1.0 or free < self.min_free_bytes * 2:
-            free = shutil.disk_usage(self.store.path.parent).free
+            path = getattr(self.store, "path", None)
+            if path is None:  # a server store (PostgreSQL): its disk is not ours to watch
+                return
+            free = shutil.disk_usage(path.parent).free
             self._free_checked = (now, free)
         if free < self.min_free_bytes:
             raise StoreFull(
@@ -488,7 +560,10 @@ class IngestCore:
         stats.duplicates += prepared.duplicates + result.duplicates
         stats.derived += len(prepared.derived)
         stats.events += result.events
-        if result.stored != len(batch.readings):  # fresh() and the commit disagree: a bug
+        # fresh() and the commit disagree: a bug when this process is the only writer; with
+        # workers sharing a store another one may have stored the same key in between (two
+        # messages of one series with the same timestamp went to different workers).
+        if result.stored != len(batch.readings) and not self.shared_store:
             log.warning(
                 "The store inserted %d of %d readings it had found new", result.stored,
                 len(batch.readings),
@@ -594,7 +669,7 @@ class IngestCore:
                 # the same millisecond (or the clock stepped back): next in order
                 key = (previous[0], previous[1] + 1)
             else:
-                key = (ms, 0)
+                key = (ms, self.seq_base)
             if message.qos:
                 batch.receipts.append((message.mid, digest, key[0], key[1]))
                 this_batch[(message.mid, digest)] = key

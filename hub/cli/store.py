@@ -96,3 +96,48 @@ def recover(config_path: Path | None, output: Path | None) -> None:
     )
     if output is None:
         click.echo(f"The damaged store is kept as {result.kept_damaged}.")
+
+
+@store_group.command("migrate-to")
+@config_option
+@click.argument("url")
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The SQLite store to copy (default: store.path of hub.yaml).",
+)
+def migrate_to_command(config_path: Path | None, url: str, source: Path | None) -> None:
+    """Copy the SQLite store into PostgreSQL (URL: postgresql://user@host:port/db).
+
+    Series, samples, rollups, events, devices, dead letters, drive sessions and alerts.
+    Resumable: run it again after an interruption and it goes on where it stopped. Exit 1
+    when a table's count differs at the end. Stop the hub first (or copy a backup).
+    """
+    from hub.store.migrate import migrate_to
+    from hub.store.postgres import is_postgres_url, redact
+    from hub.store.sqlite import StoreError
+
+    if not is_postgres_url(url):
+        err_console.print("The target must be a postgresql://... URL.")
+        sys.exit(2)
+    config = load_or_exit(config_path)
+    path = source or config.store_path
+    if source is None and _running_pid(config.data_dir) is not None:
+        err_console.print(f"A hub is running on {path}: stop it first (or copy a backup).")
+        sys.exit(1)
+    click.echo(f"Copying {path} into {redact(url)} ...")
+    try:
+        report = migrate_to(path, url, progress=lambda t, n: click.echo(f"  {t}: {n}", err=True))
+    except StoreError as exc:
+        err_console.print(str(exc))
+        sys.exit(4)
+    for table, count in report.source.items():
+        click.echo(
+            f"{table:18} {count:>12,} in SQLite  {report.target.get(table, 0):>12,} in PostgreSQL"
+        )
+    if report.mismatches:
+        err_console.print(f"Counts differ: {report.mismatches}")
+        sys.exit(1)
+    click.echo("ok: every count matches")

@@ -39,6 +39,10 @@ class StoreConfig(ConfigModel):
     """SQLite in WAL mode; one file holds samples, rollups, events, dead letters and the outbox."""
 
     path: str = Field("hub.db", description="Database file, relative to data_dir unless absolute.")
+    url: str | None = Field(
+        None,
+        description="postgresql://user@host:port/db to keep the store in PostgreSQL instead of the SQLite file (for `hub run --worker`: several workers, one database; see docs/scaling.md). Empty = SQLite at `path`. A password is better given as PGPASSWORD or in ~/.pgpass than here.",
+    )
     synchronous: Literal["normal", "full"] = Field(
         "normal",
         description="normal: commits survive a crash or kill of the hub (WAL, as Home Assistant's recorder does); full: also a power cut, at one fsync per batch (measured here: publish-to-commit p99 327 ms instead of 23 ms at 5,000 msgs/s).",

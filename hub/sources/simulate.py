@@ -47,6 +47,16 @@ AIR_SENSORS: tuple[tuple[str, str, str | None, str | None, int], ...] = (
     ("humidity", "humidity", "%", "humidity", 1),
     ("voc_index", "voc_index", None, None, 0),
 )
+# The names firmware/packages/*.yaml gives these sensors: Home Assistant shows them as written.
+AIR_SENSOR_NAMES = {
+    "pm_1": "PM1",
+    "pm_2_5": "PM2.5",
+    "pm_10": "PM10",
+    "co2": "CO2",
+    "temperature": "Temperature",
+    "humidity": "Humidity",
+    "voc_index": "VOC Index",
+}
 
 
 @dataclass
@@ -78,7 +88,7 @@ class AirNode:
         }
         for object_id, _, unit, device_class, _ in AIR_SENSORS:
             config: dict[str, object] = {
-                "name": object_id.replace("_", " ").title(),
+                "name": AIR_SENSOR_NAMES[object_id],
                 "stat_t": f"{self.name}/sensor/{object_id}/state",
                 "avty_t": f"{self.name}/status",
                 "uniq_id": f"{device['ids']}-{object_id}",

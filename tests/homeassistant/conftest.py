@@ -19,6 +19,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.homeassistant.harness import HassUnavailable, HomeAssistant, ensure_hass
+from tests.support.browser import browser  # noqa: F401 (a fixture)
 from tests.support.mosquitto import Mosquitto, mosquitto_binary
 
 
@@ -45,7 +46,9 @@ def ha_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 def shared_ha(tmp_path_factory: pytest.TempPathFactory, ha_broker: Mosquitto, hass_bin: str) -> Iterator[HomeAssistant]:  # fmt: skip
     ha = HomeAssistant(
         hass_bin, tmp_path_factory.mktemp("ha"), ha_broker.port,
-        extra_config={"counter": {"hub_notify_count": {"initial": 0, "step": 1},
+        # frontend: the device page test looks at what a user sees (test_ha_device_page.py)
+        extra_config={"frontend": None,
+                      "counter": {"hub_notify_count": {"initial": 0, "step": 1},
                                    "hub_rc_count": {"initial": 0, "step": 1}},
                       "input_text": {"hub_rc_message": {"max": 255}}},
     )  # fmt: skip

@@ -121,6 +121,7 @@ class HomeAssistant:
             [self.hass, "-c", str(self.config_dir), "--skip-pip"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
+        probe = "/auth/providers" if self.refresh_token else "/api/onboarding"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -128,7 +129,9 @@ class HomeAssistant:
                     f"hass exited with {self.proc.returncode}:\n{self.log()[-4000:]}"
                 )
             try:
-                _request("GET", f"{self.base}/api/onboarding", timeout=2)
+                # A finished onboarding unregisters /api/onboarding, so a restart probes the
+                # login providers instead (served as soon as http and auth are up).
+                _request("GET", f"{self.base}{probe}", timeout=2)
                 break
             except (urllib.error.URLError, OSError, ValueError):
                 time.sleep(0.3)
@@ -208,6 +211,11 @@ class HomeAssistant:
         })  # fmt: skip
         self.token = tokens["access_token"]
         self.refresh_token = tokens["refresh_token"]
+        # The remaining onboarding steps, as a person clicking "Next" would: without them the
+        # frontend shows the onboarding wizard instead of the page a test opens.
+        self.post("/api/onboarding/core_config")
+        self.post("/api/onboarding/analytics")
+        self.post("/api/onboarding/integration", {"client_id": client_id, "redirect_uri": f"{self.base}/?auth_callback=1"})  # fmt: skip
 
     def _add_mqtt(self) -> None:
         flow = self.post("/api/config/config_entries/flow", {"handler": "mqtt", "show_advanced_options": False})  # fmt: skip

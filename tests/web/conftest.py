@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.browser import browser  # noqa: F401 (a fixture)
 from tests.support.hubproc import REPO, HubProcess, Publisher, wait_for
 from tests.support.mosquitto import Mosquitto, free_port, mosquitto_binary
 
@@ -114,30 +114,3 @@ def web_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebHub]:
         yield web
     finally:
         stop_web_hub(web)
-
-
-def chromium_path() -> str | None:
-    path = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
-    return path if Path(path).exists() else None
-
-
-@pytest.fixture(scope="package")
-def browser() -> Iterator[Any]:
-    """Debian's Chromium through Playwright (tools/browser.sh installs both)."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("playwright is not installed: run tools/browser.sh")
-        pytest.skip("playwright is not installed: run tools/browser.sh")
-    path = chromium_path()
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed: run tools/browser.sh")
-        pytest.skip("chromium is not installed: run tools/browser.sh")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=path, chromium_sandbox=False)
-        try:
-            yield browser
-        finally:
-            browser.close()
