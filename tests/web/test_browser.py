@@ -71,7 +71,16 @@ def test_overview_lists_the_simulated_devices(browser: Any, web_hub: WebHub) -> 
             context.close()
 
 
-def test_a_chart_draws_points(page: Any) -> None:
+def test_a_chart_draws_points(page: Any, web_hub: WebHub) -> None:
+    # The simulated nodes' ESPHome states carry no time of their own: stamped on receipt, a
+    # burst of 20 rounds spans a few milliseconds, which is 4 or 20 distinct x values depending
+    # on how fast ingest is. Ten readings a minute apart make the chart's points independent of it.
+    now = time.time_ns() // 1_000_000
+    publisher = web_hub.publisher(f"browser-chart-{time.monotonic_ns()}")
+    readings = [Reading("airq-1", "pm2_5", 8.0 + i % 3, now - (10 - i) * 60_000) for i in range(10)]
+    publisher.publish("hub/readings/airq-1", hub_json.encode(readings))
+    publisher.flush()
+    publisher.close()
     open_page(page, "air/airq-1/1h")
     chart = page.locator('[data-chart="pm2_5"]')
     page.wait_for_function(
