@@ -129,6 +129,10 @@ class Victoria:
             time.sleep(0.02)
         raise TimeoutError(f"VictoriaMetrics has {self.rows():,} of {goal:,} rows")
 
+    def cpu(self) -> float:
+        assert self.server.proc is not None
+        return sum(threads_cpu(self.server.proc.pid).values())
+
     def stored(self, expect: int | None = None, timeout: float = 20) -> int:
         """Samples searchable under db="bench" (flushed first; new series take a moment to index)."""
         deadline = time.monotonic() + timeout
@@ -265,9 +269,10 @@ def drain_nodered(
             base, writes0 = vm.rows(), vm.writes()
             node_red.start()
             t0 = node_red.first_message()
-            cpu0 = node_red.cpu()
+            cpu0, vm_cpu0 = node_red.cpu(), vm.cpu()
             t1 = vm.wait_rows(base + expected, 600)
             cpus.append((node_red.cpu() - cpu0) / n * 1e6)
+            vm_cpu = (vm.cpu() - vm_cpu0) / n * 1e6
             rates.append(n / (t1 - t0))
             writes = vm.writes() - writes0
             rss = node_red.peak_rss_mb()
@@ -285,7 +290,8 @@ def drain_nodered(
         print(
             f"     {expected:,} rows per drain ({n:,} messages); VictoriaMetrics accepted {accepted:,} "
             f"rows in all (probes included), stores {stored:,} samples; {writes:,} writes in the "
-            f"last drain ({expected / max(1, writes):,.0f} rows/write); Node-RED peak RSS {rss:.1f} MB"
+            f"last drain ({expected / max(1, writes):,.0f} rows/write); VictoriaMetrics CPU "
+            f"{vm_cpu:.0f} us/msg besides (last drain); Node-RED peak RSS {rss:.1f} MB"
         )
         ack_on_receipt(port, node_red, vm, items[:1000])
     finally:
@@ -347,13 +353,14 @@ def steady_nodered(
         for rate in rates:
             before = vm.rows()
             writes0 = vm.writes()
-            cpu0 = node_red.cpu()
+            cpu0, vm_cpu0 = node_red.cpu(), vm.cpu()
             sent = run_steady_publisher(port, rate, seconds)
             count = sent["sent"]  # one field each: one row each
             t_end = time.time()
             t_last = vm.wait_rows(before + count, 60)
             # up to the last point: the join's last group (<= 1 s) is work for these messages
             cpu = (node_red.cpu() - cpu0) / count * 1e6
+            vm_cpu = (vm.cpu() - vm_cpu0) / count * 1e6
             offered = count / sent["elapsed"]
             writes = vm.writes() - writes0
             print(
@@ -364,7 +371,7 @@ def steady_nodered(
             print(
                 f"     {vm.rows() - before:,} of {count:,} points in VictoriaMetrics, the last "
                 f"{t_last - t_end:.2f} s after the publisher ended; {writes / sent['elapsed']:.1f} "
-                f"writes/s ({count / max(1, writes):,.0f} points/write)"
+                f"writes/s ({count / max(1, writes):,.0f} points/write); VictoriaMetrics CPU {vm_cpu:.0f} us/msg besides"
             )
         node_red.stop()
     finally:
