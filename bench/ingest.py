@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ingest.py [--messages 200000] [--rate 5000] [--seconds 10]
         [--steady-rates 200,2000] [--steady-seconds 20] [--idle-seconds 10]
-        [--batch-wait 30ms] [--hub-src DIR ...] [--sections drain,steady]
+        [--batch-wait 30ms] [--hub-src DIR ...] [--sections drain,steady,nodered]
         [--store postgresql://user@host:port/db]
 
 A private Mosquitto (the managed broker's own config) serves both sides.
@@ -31,6 +31,14 @@ With --store, after the drain the same queue is drained by 1 and by 2 `hub run -
 processes (one MQTT 5 shared group, one PostgreSQL store; its tables are emptied before each
 run): (w1) msgs/s and the ratio to (a), (w2) publish-to-commit at --rate, (w3) each worker's peak
 RSS, (w4) two workers against one.
+
+--sections drain,steady,nodered adds, after the hub's figures, the Node-RED peer of
+bench/nodered_peer.py on the same broker (its own session and client id): a Node-RED 4.1 flow
+mqtt in -> function -> join -> influxdb batch -> VictoriaMetrics. (n1) its drain of the same n
+messages, first message -> last point in VictoriaMetrics, and its CPU per message; (n2) its idle
+CPU and CPU per message at each of --steady-rates; (n3) that it acks QoS 1 on receipt. It needs
+Node.js and npm (Node-RED is installed from bench/nodered/package-lock.json into a cache dir
+outside the repository) and is skipped with a message without them.
 """
 
 from __future__ import annotations
@@ -627,7 +635,11 @@ def main() -> None:
         "--repeat", type=int, default=3, help="alternating drains of each (medians)"
     )
     parser.add_argument(
-        "--sections", default="drain,steady", help="which parts to run: drain, steady or both"
+        "--sections",
+        default="drain,steady",
+        help="which parts to run, comma-separated: drain, steady, nodered (the Node-RED peer "
+        "of bench/nodered_peer.py: its drain of the same n messages and its steady rates, on "
+        "the same broker; needs Node.js and npm, skipped with a message without them)",
     )
     parser.add_argument(
         "--steady-rates",
@@ -667,6 +679,9 @@ def main() -> None:
         return
     args.hub_src = [src.resolve() for src in args.hub_src or [REPO]]
     sections = set(args.sections.split(","))
+    n = args.messages
+    raw_rate: float | None = None
+    items: list[tuple[str, bytes]] = []
     with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
         workdir = Path(tmp)
         broker, port = start_broker(workdir / "broker")
@@ -686,6 +701,13 @@ def main() -> None:
                     )
             if "steady" in sections:
                 steady(args, workdir, port)
+            if "nodered" in sections:
+                # only here: the default run needs neither Node.js nor npm
+                import nodered_peer
+
+                if not items:  # no drain in this run: the same kind of queue
+                    items = messages(n, int(time.time() * 1000) - n)
+                nodered_peer.run(args, workdir / "nodered", port, items, raw_rate)
         finally:
             broker.terminate()
             broker.wait(10)

@@ -12,6 +12,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ def victoria_binary() -> str | None:
 
 
 class VictoriaMetrics:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_args: Sequence[str] = ()) -> None:
         binary = victoria_binary()
         if binary is None:
             raise RuntimeError(f"victoria-metrics is not installed: run {INSTALLER}")
@@ -50,6 +51,7 @@ class VictoriaMetrics:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "victoria.log"
+        self.extra_args = list(extra_args)  # e.g. the bench's -search.disableCache
 
     @property
     def url(self) -> str:
@@ -65,6 +67,7 @@ class VictoriaMetrics:
                 "-retentionPeriod=100y",
                 "-search.latencyOffset=0s",
                 "-loggerLevel=ERROR",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
