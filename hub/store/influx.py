@@ -733,8 +733,10 @@ class Forwarder:
             if remaining <= 0:
                 return
             await self._sleep(min(self.settings.probe_interval, remaining))
-            if probe is None or self._stopping.is_set() or time.monotonic() >= deadline:
+            if probe is None or self._stopping.is_set():
                 continue
+            # Probed at the deadline too: the write that follows then knows whether the server
+            # is back, and status says when it came back however the backoff fell.
             self.stats.probes += 1
             if await loop.run_in_executor(self._probe_thread, probe):
                 self.stats.probe_ok_at = time.time()
