@@ -11,6 +11,13 @@ export function setToken(token) {
   else localStorage.removeItem(TOKEN_KEY);
 }
 
+// Every URL is taken relative to the page, so the dashboard also works under a path prefix
+// (Home Assistant's ingress serves an add-on at /api/hassio_ingress/<token>/): "/api/x"
+// becomes "<page's folder>/api/x", which is "/api/x" when the page is served at the root.
+export function url(path) {
+  return new URL(path.replace(/^\//, ""), document.baseURI).href;
+}
+
 export class ApiError extends Error {
   constructor(status, message) {
     super(message);
@@ -36,7 +43,7 @@ export async function api(path, { method = "GET", body, auth = false, asked = fa
     headers.Authorization = `Bearer ${token}`;
   }
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, {
+  const response = await fetch(url(path), {
     method,
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -87,7 +94,8 @@ class LiveFeed {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const token = getToken();
     const suffix = token ? `?token=${encodeURIComponent(token)}` : "";
-    const ws = new WebSocket(`${scheme}://${location.host}/api/live${suffix}`);
+    const live = new URL(url("/api/live"));
+    const ws = new WebSocket(`${scheme}://${live.host}${live.pathname}${suffix}`);
     this.ws = ws;
     ws.onopen = () => {
       this.retry = 500;

@@ -1,6 +1,6 @@
 // RC: the buggy's pack, cells, current, temperatures, RPM and speed, live; drive sessions.
 
-import { api, getToken, live, query } from "../api.js";
+import { api, getToken, live, query, url } from "../api.js";
 import { TimeChart } from "../chart.js";
 import { duration, el, fmt, when } from "../format.js";
 
@@ -206,7 +206,7 @@ function downloads(s) {
   const link = (format, label) =>
     el("a", {
       class: "download",
-      href: `/api/sessions/${encodeURIComponent(s.id)}/export?format=${format}`,
+      href: url(`/api/sessions/${encodeURIComponent(s.id)}/export?format=${format}`),
       download: `${s.id}.${format === "json" ? "jsonl" : "csv"}`,
       "data-format": format,
       onclick: (event) => downloadWithToken(event, s, format),
@@ -221,12 +221,12 @@ async function downloadWithToken(event, s, format) {
   event.preventDefault();
   const response = await fetch(event.currentTarget.href, { headers: { Authorization: `Bearer ${getToken()}` } });
   if (!response.ok) return;
-  const url = URL.createObjectURL(await response.blob());
-  const a = el("a", { href: url, download: `${s.id}.${format === "json" ? "jsonl" : "csv"}` });
+  const blob = URL.createObjectURL(await response.blob());
+  const a = el("a", { href: blob, download: `${s.id}.${format === "json" ? "jsonl" : "csv"}` });
   document.body.append(a);
   a.click();
   a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10000);
+  setTimeout(() => URL.revokeObjectURL(blob), 10000);
 }
 
 async function renderSession(root, id) {
