@@ -106,13 +106,12 @@ def messages(n: int, base_ms: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def publish_all(
-    port: int, items: list[tuple[str, bytes]], rate: float | None = None, stamp: bool = False
-) -> float:
-    """Publish with QoS 1 and at most 1000 unacknowledged; returns seconds taken."""
+def windowed_publisher(port: int, prefix: str) -> tuple[paho.Client, threading.BoundedSemaphore]:
+    """A connected MQTT 5 publisher and its window: acquire before each QoS 1 publish, so at
+    most 1000 are unacknowledged."""
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=f"bench-pub-{time.time_ns()}",
+        client_id=f"{prefix}-{time.time_ns()}",
         protocol=MQTTProtocolVersion.MQTTv5,
     )
     window = threading.BoundedSemaphore(1000)
@@ -120,6 +119,22 @@ def publish_all(
     client.max_inflight_messages_set(1000)
     client.connect("127.0.0.1", port)
     client.loop_start()
+    return client, window
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident set (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def publish_all(
+    port: int, items: list[tuple[str, bytes]], rate: float | None = None, stamp: bool = False
+) -> float:
+    """Publish with QoS 1 and at most 1000 unacknowledged; returns seconds taken."""
+    client, window = windowed_publisher(port, "bench-pub")
     started = time.perf_counter()
     for i, (topic, payload) in enumerate(items):
         if rate:
@@ -255,10 +270,7 @@ class Hub:
 
     def peak_rss_mb(self) -> float:
         assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return peak_rss_mb(self.proc.pid)
 
     def threads_cpu(self) -> dict[str, float]:
         """CPU seconds so far per thread role: loop (the main thread), hub-mqtt, hub-store,
@@ -296,16 +308,7 @@ def steady_publisher(port: int, rate: float, seconds: float) -> None:
     time; a stamp that equals its series' last one moves up by 1 ms. (The old stream put two
     messages of one series in the same millisecond: half were stored as duplicates, and the
     latency covered the other half.)"""
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"bench-steady-{time.time_ns()}",
-        protocol=MQTTProtocolVersion.MQTTv5,
-    )
-    window = threading.BoundedSemaphore(1000)
-    client.on_publish = lambda *a: window.release()
-    client.max_inflight_messages_set(1000)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
+    client, window = windowed_publisher(port, "bench-steady")
     count = int(rate * seconds)
     last: dict[tuple[int, str], int] = {}
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -548,12 +551,7 @@ class Workers:
         raise TimeoutError("workers did not get there")
 
     def peak_rss_mb(self) -> list[float]:
-        out = []
-        for proc in self.procs:
-            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    out.append(int(line.split()[1]) / 1024)
-        return out
+        return [peak_rss_mb(proc.pid) for proc in self.procs]
 
     def stop(self) -> None:
         for proc in self.procs:

@@ -35,7 +35,14 @@ import urllib.request
 from pathlib import Path
 
 import orjson
-from ingest import METRICS, STEADY_NODES, publish_all, run_steady_publisher, threads_cpu
+from ingest import (
+    METRICS,
+    STEADY_NODES,
+    peak_rss_mb,
+    publish_all,
+    run_steady_publisher,
+    threads_cpu,
+)
 
 from tests.influx.victoria import VictoriaMetrics, victoria_binary
 
@@ -207,10 +214,7 @@ class NodeRed:
 
     def peak_rss_mb(self) -> float:
         assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return peak_rss_mb(self.proc.pid)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         assert self.proc is not None

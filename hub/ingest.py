@@ -39,6 +39,7 @@ DERIVE_SOURCE = "derive"  # dead letters of a deriver that failed
 DERIVER_FAILED = "deriver_failed"
 MAX_DEAD_INPUTS = 1000  # readings kept in such a dead letter
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 # What a failing store raises (SQLite: locked, full, damaged; PostgreSQL: unreachable,
@@ -435,33 +436,26 @@ class IngestCore:
         self, batch: Sequence[Message], failure: BaseException | None = None
     ) -> Prepared | None:
         """Prepare reads the store (receipts, which keys are stored): a server store that is
-        down fails here before the commit does, and is waited out the same way. `failure`: the
-        first attempt, made already, failed with it."""
-        attempt = 0
-        while True:
-            attempt += 1
-            if failure is None:
-                try:
-                    return await self.writer.call(self.prepare, batch)
-                except STORE_ERRORS as exc:
-                    failure = exc
-            self._failing(failure)
-            failure = None
-            if self._stopping and attempt >= 3:
-                return None
-            await asyncio.sleep(self.retry.delay(attempt))
+        down fails here before the commit does, and is waited out the same way."""
+        return await self._retrying(self.prepare, batch, failure)
 
     async def _commit_retrying(
         self, prepared: Prepared, failure: BaseException | None = None
     ) -> Committed | None:
-        """Commit, retrying with backoff while the store fails; never drops the batch.
-        `failure`: the first attempt, made already, failed with it."""
+        """Commit, retrying with backoff while the store fails; never drops the batch."""
+        return await self._retrying(self.commit, prepared, failure)
+
+    async def _retrying(
+        self, step: Callable[[A], T], arg: A, failure: BaseException | None
+    ) -> T | None:
+        """`step(arg)` in the store thread, retried with backoff while the store fails; None
+        only when stopping. `failure`: the first attempt, made already, failed with it."""
         attempt = 0
         while True:
             attempt += 1
             if failure is None:
                 try:
-                    return await self.writer.call(self.commit, prepared)
+                    return await self.writer.call(step, arg)
                 except STORE_ERRORS as exc:
                     failure = exc
             self._failing(failure)
