@@ -79,7 +79,10 @@ class AlertEngine:
         self.store = store
         self._subscribers: list[Subscriber] = []
         self._watches: dict[tuple[str, str], _Watch] = {}
-        self._pending: set[tuple[str, str]] = set()
+        # Keys whose condition holds, waiting for `for:`. A dict, not a set: those due in one
+        # tick fire in the order they began (rule order for one reading), in every process;
+        # a set's order follows the per-process string hash seed.
+        self._pending: dict[tuple[str, str], None] = {}
         self._active: dict[tuple[str, str], Alert] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._silences: dict[tuple[str, str], int] = {}
@@ -115,7 +118,7 @@ class AlertEngine:
         self._by_series: dict[tuple[str, str], tuple[Rule, ...]] = {}
         for key in [k for k in self._watches if k[0] not in self.rules]:
             del self._watches[key]
-            self._pending.discard(key)
+            self._pending.pop(key, None)
 
     def _rules_for(self, metric: str) -> tuple[Rule, ...]:
         rules = self._by_metric.get(metric)
@@ -219,7 +222,7 @@ class AlertEngine:
             alert = self._active.get(key)
             if online:
                 watch.since_ms = None
-                self._pending.discard(key)
+                self._pending.pop(key, None)
                 if alert is not None:
                     self._resolve(alert, 1.0, now)
             elif alert is None:
@@ -228,7 +231,7 @@ class AlertEngine:
                 if now - watch.since_ms >= rule.for_ms:
                     self._fire(rule, key, watch, 0.0, now)
                 else:
-                    self._pending.add(key)
+                    self._pending[key] = None
 
     def _rate(self, rule: Rule, watch: _Watch, reading: Reading) -> float | None:
         series = (reading.metric, tuple(sorted(reading.tags.items())) if reading.tags else ())
@@ -267,10 +270,10 @@ class AlertEngine:
             if now - watch.since_ms >= rule.for_ms:
                 self._fire(rule, key, watch, value, now)
             else:
-                self._pending.add(key)
+                self._pending[key] = None
         elif watch.since_ms is not None:
             watch.since_ms = None
-            self._pending.discard(key)
+            self._pending.pop(key, None)
 
     def tick(self, now: int | None = None) -> None:
         """Fire what has held for `for:`, fire stale series, end silences, persist values."""
@@ -279,7 +282,7 @@ class AlertEngine:
             rule = self.rules.get(key[0])
             watch = self._watches.get(key)
             if rule is None or watch is None or watch.since_ms is None or key in self._active:
-                self._pending.discard(key)
+                self._pending.pop(key, None)
                 continue
             if now - watch.since_ms >= rule.for_ms:
                 self._fire(rule, key, watch, watch.value, now)
@@ -334,7 +337,7 @@ class AlertEngine:
         prefix: str = "",
     ) -> None:
         watch.since_ms = None
-        self._pending.discard(key)
+        self._pending.pop(key, None)
         device = key[1]
         alert = Alert(
             id=self._next_id,

@@ -285,3 +285,38 @@ def test_hysteresis_property(values: list[float]) -> None:
     kinds = [t.kind for t in seen]
     assert all(a != b for a, b in itertools.pairwise(kinds))
     assert all(t.alert.count >= 1 for t in seen)
+
+
+_SAME_TICK = """
+from hub.alerts.engine import AlertEngine
+from hub.alerts.rules import RuleConfig
+from hub.model import Reading
+now = [1_750_000_000_000]
+rules = [RuleConfig.model_validate({"id": f"r{i}", "metric": "cell_voltage_avg",
+          "comparison": "<", "threshold": 3.5 - i / 10, "for": "2s"}) for i in range(6)]
+engine = AlertEngine(rules, None, lambda: now[0])
+fired = []
+engine.subscribe(lambda t: fired.append(t.alert.rule))
+engine.on_readings([Reading("buggy", "cell_voltage_avg", 2.0, now[0], "V", {})])
+now[0] += 2000
+engine.tick()
+print(",".join(fired))
+"""
+
+
+def test_rules_due_in_one_tick_fire_in_rule_order() -> None:
+    """Alerts whose for: ends in the same tick fire in the order of the rules, in every
+    process: the CI run that fired "critical" before "low" had iterated a set of keys, whose
+    order follows the per-process string hash seed."""
+    import os
+    import subprocess
+    import sys
+
+    orders = set()
+    for seed in range(8):
+        env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+        done = subprocess.run(
+            [sys.executable, "-c", _SAME_TICK], env=env, capture_output=True, text=True, check=True
+        )
+        orders.add(done.stdout.strip())
+    assert orders == {"r0,r1,r2,r3,r4,r5"}
