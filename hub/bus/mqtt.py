@@ -158,9 +158,17 @@ class BurstReadingClient(paho.Client):
     then reads the rest of it in one go, instead of waking for every message. A read that
     fills the buffer (a backlog) never pauses.
 
+    Whole QoS 0/1 PUBLISH packets at the head of a burst are cut and decoded here and given
+    to `publish_received` (set by MqttConnection) as plain values: paho's path builds a packet dict,
+    a PublishPacket, a Properties, an MQTTMessage with its Condition and a debug log record
+    per message, about half of its thread's CPU at a steady load. Anything else (CONNACK,
+    SUBACK, PINGRESP, QoS 2, a packet cut in two by the read, a malformed one) goes through
+    paho's own `_packet_read`, which also owns every error path.
+
     This leans on private parts of paho 2.2 (requirements.lock pins it): it overrides
     `_sock_recv`, and `loop_read`, which must also parse the packets already buffered (select()
-    cannot see them) with `_packet_read`; `ack_many` uses `_packet_queue` and `_sockpairW`.
+    cannot see them) with `_packet_read`; it reads `_in_packet` (a packet paho has begun) and
+    sets `_last_bytes_received` (keep-alive); `ack_many` uses `_packet_queue` and `_sockpairW`.
     tests/core/test_mqtt_batching.py runs all of it against a real Mosquitto.
     """
 
@@ -171,6 +179,8 @@ class BurstReadingClient(paho.Client):
         self._burst_full = False
         self._pausing = False
         self.after_burst: Callable[[], float] | None = None
+        # topic, payload, qos, packet id, dup, retain of each PUBLISH cut from a burst
+        self.publish_received: Callable[[str, bytes, int, int, bool, bool], None] | None = None
 
     def ack_many(
         self, mids: Sequence[int], others: Sequence[Message] = (), *, wake: bool = True
@@ -213,14 +223,84 @@ class BurstReadingClient(paho.Client):
         return chunk
 
     def _read_burst(self, max_packets: int) -> paho.MQTTErrorCode:
-        rc = super().loop_read(max_packets)
-        while rc == paho.MQTT_ERR_SUCCESS and self._burst and self._sock is not None:
+        if self._sock is None:
+            return paho.MQTT_ERR_NO_CONN
+        burst = self._burst
+        if self._burst_sock is not self._sock:  # a new connection: nothing of the old one
+            burst.clear()
+            self._burst_sock = self._sock
+        rc = paho.MQTT_ERR_SUCCESS
+        if not burst and self._in_packet["command"] == 0 and self.publish_received is not None:
+            try:
+                data = paho.Client._sock_recv(self, RECV_SIZE)
+            except BlockingIOError:
+                return paho.MQTT_ERR_SUCCESS
+            except OSError:
+                data = b""
+            if not data:  # EOF or an error: paho's read meets it again and handles it
+                return super().loop_read(max_packets)
+            self._burst_full = len(data) == RECV_SIZE
+            burst += data
+        elif not burst:
+            rc = super().loop_read(max_packets)
+        while rc == paho.MQTT_ERR_SUCCESS and burst and self._sock is not None:
+            if self._in_packet["command"] == 0 and self.publish_received is not None:
+                self._cut_publishes()
+                if not burst:
+                    break
             rc = self._packet_read()
             if rc == paho.MQTT_ERR_AGAIN:  # a partial packet: the rest is still in the socket
                 return paho.MQTT_ERR_SUCCESS
             if rc > 0:
                 return self._loop_rc_handle(rc)
         return rc
+
+    def _cut_publishes(self) -> None:
+        """Decode the whole QoS 0/1 PUBLISH packets at the head of the burst and hand each to
+        `publish_received`; stop at the first packet that is anything else, or incomplete, or not
+        well formed (paho's `_packet_read` takes it from there)."""
+        burst = self._burst
+        publish_received = self.publish_received
+        assert publish_received is not None
+        v5 = self._protocol == MQTTProtocolVersion.MQTTv5
+        size = len(burst)
+        pos = 0
+        while pos < size:
+            header = burst[pos]
+            qos = (header >> 1) & 3
+            if header & 0xF0 != 0x30 or qos > 1:
+                break
+            length, at = _varint(burst, pos + 1, size)
+            end = at + length
+            if length < 0 or end > size or at + 2 > end:
+                break
+            topic_end = at + 2 + ((burst[at] << 8) | burst[at + 1])
+            mid = 0
+            body = topic_end
+            if qos:
+                if topic_end + 2 > end:
+                    break
+                mid = (burst[topic_end] << 8) | burst[topic_end + 1]
+                body += 2
+            if v5:
+                props, body = _varint(burst, body, end)
+                if props < 0:
+                    break
+                body += props
+            if body > end or (topic_end == at + 2 and not v5):
+                break  # malformed, or an empty topic (a topic alias, which we never allow)
+            try:
+                topic = burst[at + 2 : topic_end].decode()
+            except UnicodeDecodeError:
+                break
+            publish_received(
+                topic, bytes(burst[body:end]), qos, mid, bool(header & 0x08), bool(header & 0x01)
+            )
+            pos = end
+        if pos:
+            del burst[:pos]
+            with self._msgtime_mutex:
+                self._last_bytes_received = time.monotonic()
 
     def loop_read(self, max_packets: int = 1) -> paho.MQTTErrorCode:
         self._burst_full = False
@@ -237,6 +317,21 @@ class BurstReadingClient(paho.Client):
                 self._pausing = False
             rc = self._read_burst(1)  # what arrived meanwhile; none is fine (non-blocking)
         return rc
+
+
+def _varint(data: bytearray, at: int, end: int) -> tuple[int, int]:
+    """An MQTT variable byte integer at `at`: (value, position after it), or (-1, at) when it
+    runs past `end` or over its four bytes."""
+    value = 0
+    for shift in (0, 7, 14, 21):
+        if at >= end:
+            return -1, at
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, at
+    return -1, at
 
 
 def retained_is_state(topic_filter: str) -> bool:
@@ -321,6 +416,7 @@ class MqttConnection:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.publish_received = self._received
         client.on_subscribe = self._on_subscribe
         client.after_burst = self._after_burst
         return client
@@ -584,20 +680,19 @@ class MqttConnection:
         )
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
-        inbox = self._inbox
+        # A PUBLISH paho decoded itself (the burst reader cuts most of them: _received).
         # Converted here, so paho's message (with its MQTT 5 properties, a dozen objects)
         # dies at once instead of waiting in the inbox for the garbage collector to walk it.
-        inbox.append(
-            Message(
-                message.topic,
-                bytes(message.payload),
-                message.qos,
-                message.mid,
-                message.dup,
-                message.retain,
-                time.time_ns() // 1_000_000,
-            )
-        )
+        self._received(
+            message.topic, bytes(message.payload), message.qos, message.mid, message.dup,
+            message.retain,
+        )  # fmt: skip
+
+    def _received(
+        self, topic: str, payload: bytes, qos: int, mid: int, dup: bool, retain: bool
+    ) -> None:
+        inbox = self._inbox
+        inbox.append(Message(topic, payload, qos, mid, dup, retain, time.time_ns() // 1_000_000))
         if self._waiting and (self._batch_wait <= 0 or len(inbox) >= self._batch_size):
             # One wake-up per hand-off: at once without group commit, else when the batch is
             # full (or due: _after_burst).
