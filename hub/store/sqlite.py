@@ -258,6 +258,7 @@ class SeriesPoints:
     points: list[Point]
 
 
+NO_SAMPLE = -(2**63)
 PARAMETERS_PER_STATEMENT = 900  # under SQLite's 999 limit of old builds
 
 
@@ -451,6 +452,10 @@ class Store:
         self._series: dict[tuple[str, str, str], int] = {}
         self._new_series: list[tuple[str, str, str]] = []
         self._last: dict[int, tuple[int, float]] = {}
+        # Series id -> a time no stored sample of it is newer than (read once per series,
+        # then raised by every write; a rollback or a deletion leaves it high, which is safe).
+        # fresh() skips its range read when a batch starts after it: a live stream's case.
+        self._newest: dict[int, int] = {}
         try:
             self._migrate()
         except sqlite3.DatabaseError as exc:
@@ -570,6 +575,7 @@ class Store:
         dirty: dict[int, int] = {}
         touched_devices: dict[str, int] = {}
         last = self._last
+        newest = self._newest
         series_cache = self._series
         for r in batch.readings:
             key = (r.device, r.metric, self._tags_key(r.tags) if r.tags else "")
@@ -583,6 +589,8 @@ class Store:
             previous = last.get(series_id)
             if previous is None or ts >= previous[0]:
                 last[series_id] = (ts, r.value)
+            if ts > newest.get(series_id, ts):
+                newest[series_id] = ts
             if ts > touched_devices.get(r.device, 0):
                 touched_devices[r.device] = ts
         # rowcount, not total_changes: the outbox trigger's own inserts must not count.
@@ -780,8 +788,8 @@ class Store:
 
         Asked before the commit, so derivations and listeners see only new readings, and
         only once even when the commit is retried. Exact because the store thread is the only
-        writer. One range read per series: for a live stream it finds nothing, in an index
-        seek past the series' end.
+        writer. One range read per series, and none for a series whose batch starts after its
+        newest stored sample (a live stream).
         """
         taken: set[tuple[object, int, int]] = set() if claimed is None else claimed
         series_cache = self._series
@@ -803,7 +811,18 @@ class Store:
                 elif ts > span[1]:
                     span[1] = ts
         stored: set[tuple[object, int, int]] = set()
+        newest = self._newest
         for series_id, (low, high) in spans.items():
+            after = newest.get(series_id)
+            if after is None:
+                (after,) = self.conn.execute(
+                    "SELECT max(ts) FROM samples WHERE series_id=?", (series_id,)
+                ).fetchone()
+                after = newest[series_id] = NO_SAMPLE if after is None else int(after)
+                if len(newest) > 200_000:  # bounded like the caches: forget, read again
+                    newest.clear()
+            if low > after:
+                continue
             found = self.conn.execute(
                 "SELECT ts, seq FROM samples WHERE series_id=? AND ts BETWEEN ? AND ?",
                 (series_id, low, high),

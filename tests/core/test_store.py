@@ -163,6 +163,31 @@ def test_fresh_names_what_a_commit_would_insert(store: Store) -> None:
     assert store.commit(Batch(readings=batch)).stored == len(fresh)
 
 
+def test_fresh_reads_nothing_for_a_live_stream_and_stays_exact_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A batch newer than its series' newest stored sample needs no range read; a sample
+    stored before a restart (a future stamp from a node's clock) is still found."""
+    path = tmp_path / "hub.db"
+    first = Store(path)
+    first.commit(Batch(readings=[r(T0, 1), r(T0 + 60_000, 9)]))  # the second from the future
+    first.close()
+    store = Store(path)
+    statements: list[str] = []
+    store.conn.set_trace_callback(statements.append)
+    early, redelivered = r(T0 + 1000, 2), r(T0 + 60_000, 9)
+    assert store.fresh([early, redelivered]) == [early]
+    store.commit(Batch(readings=[early]))
+    statements.clear()
+    for i in range(2, 6):  # a live stream past the newest sample: no read at all
+        live = r(T0 + 60_000 + i * 1000, i)
+        assert store.fresh([live]) == [live]
+        store.commit(Batch(readings=[live]))
+    assert not [s for s in statements if s.startswith("SELECT")], statements
+    assert store.fresh([r(T0 + 64_000, 4)]) == []  # a repeat of a stored one: read, and found
+    store.close()
+
+
 def test_a_store_without_seq_is_migrated_once(tmp_path: Path) -> None:
     import sqlite3
 
