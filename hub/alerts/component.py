@@ -177,6 +177,13 @@ class AlertsComponent:
         engine.on_readings(committed.readings)
         if self.discovery is None:
             return
+        with self.discovery.batch():
+            self._mirror(committed)
+
+    def _mirror(self, committed: Committed) -> None:
+        """The batch's latest value of each announced series, to Home Assistant (at most one
+        state per series and state_interval; the rest waits in _pending_state)."""
+        assert self.discovery is not None
         interval = self.discovery.settings.state_interval
         mono = time.monotonic()
         last, pending, wants = self._last_state, self._pending_state, self._wants
@@ -344,9 +351,12 @@ class AlertsComponent:
         due_before = mono - discovery.settings.state_interval
         last, pending = self._last_state, self._pending_state
         due = [key for key in pending if force or last.get(key, 0.0) <= due_before]
-        for key in due:
-            last[key] = mono
-            discovery.publish_state(key[0], key[1], pending.pop(key))
+        if not due:
+            return
+        with discovery.batch():
+            for key in due:
+                last[key] = mono
+                discovery.publish_state(key[0], key[1], pending.pop(key))
 
     async def _tick_loop(self) -> None:
         tick = max(0.05, self.config.tick)

@@ -12,12 +12,33 @@ import contextlib
 import logging
 import socket
 import ssl
+from collections.abc import Iterator
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from hub.config import BrokerConfig
 from hub.config.broker import TlsConfig
+
+
+@contextlib.contextmanager
+def one_wakeup(client: paho.Client) -> Iterator[None]:
+    """Publishes made inside wake paho's network thread once, at the end, not once per packet.
+
+    paho's publish() from another thread queues the packet and writes a byte to the thread's
+    wake-up socket; the Home Assistant state mirror sends tens of states at a time, each a
+    send(), a wake-up and a select() of that thread. The packets are queued as usual; only the
+    wake-up is held back (the ingest connection's `ack_many` does the same for PUBACKs). This
+    uses paho 2.2's private `_sockpairW` (requirements.lock pins paho)."""
+    sockpair = client._sockpairW
+    client._sockpairW = None
+    try:
+        yield
+    finally:
+        client._sockpairW = sockpair
+        if sockpair is not None:
+            with contextlib.suppress(BlockingIOError, OSError):
+                sockpair.send(b"0")
 
 
 def no_delay(client: paho.Client, userdata: object, sock: object) -> None:

@@ -38,6 +38,7 @@ when HA publishes `homeassistant/status` = `online`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -55,7 +56,7 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from hub import __version__
 from hub.alerts.rules import Rule
 from hub.alerts.store import Alert
-from hub.bus.clients import new_client
+from hub.bus.clients import new_client, one_wakeup
 from hub.config import BrokerConfig
 from hub.ha.names import HUB_SENSOR_NAMES, humanize, sensor_name
 from hub.ha.nodes import HUB_ORIGIN, NodeDirectory, NodeIdentity
@@ -426,6 +427,10 @@ class DiscoveryPublisher:
     @property
     def generation(self) -> int:
         return self.directory.generation
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Publishes made inside go out with one wake-up of the client's thread."""
+        return one_wakeup(self._client)
 
     def _publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = True) -> None:
         self._client.publish(topic, payload, qos=qos, retain=retain)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
+from typing import Any
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
@@ -114,3 +116,47 @@ def test_shared_table_properties_decode_as_pahos_own() -> None:
     empty = Properties(PacketTypes.PUBLISH).pack()
     assert ours.unpack(empty)[0].json() == {}
     assert isinstance(ours, Properties)
+
+
+def test_one_wakeup_sends_every_publish_with_a_single_wakeup(mosquitto: Mosquitto) -> None:
+    """The Home Assistant state mirror's publishes: queued as usual, the client's thread woken
+    once for all of them (it was once per publish), and every one reaches the broker."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from hub.bus.clients import new_client, one_wakeup
+
+    got: list[bytes] = []
+    watcher = paho.Client(CallbackAPIVersion.VERSION2, client_id="t-watch")
+    watcher.on_message = lambda c, u, m: got.append(m.payload)
+    watcher.connect(mosquitto.host, mosquitto.port)
+    watcher.subscribe("mirror/#", qos=1)
+    watcher.loop_start()
+    client = new_client("t-mirror", BrokerConfig(url=mosquitto.url))
+    client.connect(mosquitto.host, mosquitto.port)
+    client.loop_start()
+    try:
+        wait_for(lambda: client.is_connected(), 10)
+        time.sleep(0.3)  # the watcher's subscription is in place
+
+        class Counting:
+            def __init__(self, sock: Any) -> None:
+                self.sock, self.sends = sock, 0
+
+            def send(self, data: bytes) -> int:
+                self.sends += 1
+                return self.sock.send(data)
+
+        counting = Counting(client._sockpairW)
+        client._sockpairW = counting
+        with one_wakeup(client):
+            for i in range(50):
+                client.publish(f"mirror/{i}", str(i), qos=1, retain=False)
+        assert counting.sends == 1
+        wait_for(lambda: len(got) == 50, 10, what="the 50 states")
+        assert sorted(got, key=int) == [str(i).encode() for i in range(50)]
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        watcher.loop_stop()
+        watcher.disconnect()
