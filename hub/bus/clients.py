@@ -31,14 +31,29 @@ def one_wakeup(client: paho.Client) -> Iterator[None]:
     wake-up is held back (the ingest connection's `ack_many` does the same for PUBACKs). This
     uses paho 2.2's private `_sockpairW` (requirements.lock pins paho)."""
     sockpair = client._sockpairW
-    client._sockpairW = None
+    held = _HeldWakeup()
+    client._sockpairW = held  # type: ignore[assignment]  # only send() is used
     try:
         yield
     finally:
         client._sockpairW = sockpair
-        if sockpair is not None:
+        if held.wanted and sockpair is not None:  # nothing published: no wake-up at all
             with contextlib.suppress(BlockingIOError, OSError):
                 sockpair.send(b"0")
+
+
+class _HeldWakeup:
+    """Stands in for paho's wake-up socket inside `one_wakeup`: notes that a wake-up was
+    asked for."""
+
+    __slots__ = ("wanted",)
+
+    def __init__(self) -> None:
+        self.wanted = False
+
+    def send(self, data: bytes) -> int:
+        self.wanted = True
+        return len(data)
 
 
 def no_delay(client: paho.Client, userdata: object, sock: object) -> None:
