@@ -147,7 +147,11 @@ def test_one_wakeup_sends_every_publish_with_a_single_wakeup(mosquitto: Mosquitt
                 self.sends += 1
                 return self.sock.send(data)
 
-        counting = Counting(client._sockpairW)
+            def __getattr__(self, name: str) -> Any:  # close() and the rest: the socket's
+                return getattr(self.sock, name)
+
+        real = client._sockpairW
+        counting = Counting(real)
         client._sockpairW = counting
         with one_wakeup(client):
             for i in range(50):
@@ -156,6 +160,7 @@ def test_one_wakeup_sends_every_publish_with_a_single_wakeup(mosquitto: Mosquitt
         with one_wakeup(client):
             pass  # nothing published: nothing to wake the thread for
         assert counting.sends == 1
+        client._sockpairW = real
         wait_for(lambda: len(got) == 50, 10, what="the 50 states")
         assert sorted(got, key=int) == [str(i).encode() for i in range(50)]
     finally:

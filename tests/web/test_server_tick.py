@@ -4,6 +4,7 @@ stops at once when asked (hub/web/component.py `_EmbeddedServer`)."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 
 import uvicorn
@@ -39,7 +40,10 @@ def test_ticks_once_a_second_and_stops_at_once() -> None:
         await asyncio.wait_for(task, 10)
         return counted, time.monotonic() - asked
 
-    ticks, stop_s = asyncio.run(main())
+    # In a thread of its own: in the full suite the browser tests' Playwright keeps a loop
+    # running in the main thread, where asyncio.run() refuses to start another.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        ticks, stop_s = pool.submit(asyncio.run, main()).result()
     assert 2 <= ticks <= 4, ticks  # uvicorn's own loop: about 30
     # a bound below the 1 s tick: setting should_exit woke the loop, it did not wait a tick
     assert stop_s < 0.9, stop_s
