@@ -56,7 +56,7 @@ def settings(url: str) -> InfluxSettings:
 
 async def drain(store: Store, cfg: InfluxSettings, live_rate: float) -> tuple[float, int]:
     writer = StoreWriter(store)
-    forwarder = Forwarder(cfg, store.path, writer)
+    forwarder = Forwarder(cfg, store.path, writer, keep_dead_letter=store.keep_dead_letter)
     stop = threading.Event()
     live_total = [0]
 
@@ -102,7 +102,7 @@ async def drain(store: Store, cfg: InfluxSettings, live_rate: float) -> tuple[fl
 def raw_ceiling(store: Store, cfg: InfluxSettings, rows: int) -> float:
     async def bodies() -> list[str]:
         writer = StoreWriter(store)
-        forwarder = Forwarder(cfg, store.path, writer)
+        forwarder = Forwarder(cfg, store.path, writer, keep_dead_letter=store.keep_dead_letter)
         out: list[str] = []
         cursor = 0
         while sum(b.count("\n") + 1 for b in out) < rows:

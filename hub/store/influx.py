@@ -439,11 +439,13 @@ class Forwarder:
         write: WriteFn[Any],
         sender: Sender | None = None,
         *,
+        keep_dead_letter: outbox.KeepDeadLetter,
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.settings = settings
         self.db_path = Path(db_path)
         self.write = write
+        self.keep_dead_letter = keep_dead_letter  # the store's, so its bounds hold here too
         self.sender: Sender = sender if sender is not None else InfluxSender(settings)
         self.lines = LineWriter(
             settings.precision, settings.locations, settings.unknown_measurement
@@ -791,7 +793,9 @@ class Forwarder:
         target = self.sender.target
         now_ms = time.time_ns() // 1_000_000
         await self.write(
-            lambda conn: outbox.dead_letter(conn, rows, now_ms, target, reason, detail, payload)
+            lambda conn: outbox.dead_letter(
+                conn, rows, self.keep_dead_letter, now_ms, target, reason, detail, payload
+            )
         )
         self.stats.dead_lettered += count
         self.stats.dead_letters += 1
@@ -954,7 +958,12 @@ class InfluxComponent:
     def __init__(self, ports: Ports) -> None:
         self.ports = ports
         # Every outbox write goes through the store writer, in its thread and transaction.
-        self.forwarder = Forwarder(ports.config.influx, ports.writer.path, ports.writer.transaction)
+        self.forwarder = Forwarder(
+            ports.config.influx,
+            ports.writer.path,
+            ports.writer.transaction,
+            keep_dead_letter=ports.writer.store.keep_dead_letter,
+        )
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

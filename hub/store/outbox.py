@@ -35,8 +35,15 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hub.store.sqlite import DeadLetter
+
+# Store.keep_dead_letter: a dead letter within the store's bounds, in the caller's transaction
+KeepDeadLetter = Callable[[sqlite3.Connection, "DeadLetter"], "int | None"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -258,23 +265,31 @@ def marks(conn: sqlite3.Connection) -> Marks:
 def dead_letter(
     conn: sqlite3.Connection,
     rows: Sequence[OutboxRow],
+    keep: KeepDeadLetter,
     received_ms: int,
     target: str,
     reason: str,
     detail: str,
     payload: bytes,
-) -> int:
-    """Move refused rows out of the outbox into one dead letter; returns its id."""
-    cursor = conn.execute(
-        "INSERT INTO dead_letters (received_ts, source, topic, reason, detail, payload) "
-        "VALUES (?,?,?,?,?,?)",
-        (received_ms, DEAD_LETTER_SOURCE, target, reason, detail, payload),
+) -> int | None:
+    """Move refused rows out of the outbox into one dead letter; returns its id.
+
+    The letter goes through `keep` (the store's `keep_dead_letter`), so the dead letters'
+    bounds hold for refusals too: a refused batch's lines can be far over `max_payload`. The
+    points themselves are kept whole in outbox_dead_points (requeue reads them, not the
+    payload). When the bounds keep the letter out (None) the rows still leave the outbox: the
+    server refused them for good, and the store has counted the drop."""
+    from hub.store.sqlite import DeadLetter  # sqlite imports this module
+
+    letter_id = keep(
+        conn, DeadLetter(received_ms, DEAD_LETTER_SOURCE, target, reason, detail, payload)
     )
-    letter_id = int(cursor.lastrowid or 0)
-    conn.executemany(
-        "INSERT INTO outbox_dead_points (dead_letter_id, series_id, ts, value) VALUES (?,?,?,?)",
-        [(letter_id, r.series_id, r.ts, r.value) for r in rows],
-    )
+    if letter_id is not None:
+        conn.executemany(
+            "INSERT INTO outbox_dead_points (dead_letter_id, series_id, ts, value) "
+            "VALUES (?,?,?,?)",
+            [(letter_id, r.series_id, r.ts, r.value) for r in rows],
+        )
     conn.executemany("DELETE FROM outbox WHERE id = ?", [(r.id,) for r in rows])
     _next_epoch(conn)
     return letter_id

@@ -661,6 +661,14 @@ class Store:
         kept = self._write_dead_letters(conn, batch.dead_letters) if batch.dead_letters else 0
         return CommitResult(stored, len(rows) - stored, events, kept)
 
+    def keep_dead_letter(self, conn: sqlite3.Connection, letter: DeadLetter) -> int | None:
+        """One dead letter, inside the caller's transaction, within the same bounds as a
+        batch's (cut payload, size cap, oldest out first); its id, or None when the bounds
+        kept it out. For writers other than ingest (the InfluxDB outbox's refusals)."""
+        if not self._write_dead_letters(conn, [letter]):
+            return None
+        return int(conn.execute("SELECT max(id) FROM dead_letters").fetchone()[0])
+
     def _write_dead_letters(self, conn: sqlite3.Connection, letters: Sequence[DeadLetter]) -> int:
         """Keep dead letters within their bounds: payloads cut to `max_payload` (length and
         SHA-256 kept), a retained message already kept is not kept again, and the oldest go

@@ -70,7 +70,9 @@ def forward_until(
 
     async def main() -> Forwarder:
         writer = StoreWriter(store)
-        forwarder = Forwarder(cfg, store.path, writer, sender)
+        forwarder = Forwarder(
+            cfg, store.path, writer, sender, keep_dead_letter=store.keep_dead_letter
+        )
         task = asyncio.create_task(forwarder.run())
         deadline = time.monotonic() + timeout
         try:

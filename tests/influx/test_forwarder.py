@@ -235,3 +235,41 @@ def test_too_large_splits_until_it_fits_and_missing_bucket_dead_letters(
             assert outbox.requeue(conn, letter["id"]) == 30
     finally:
         store.close()
+
+
+def test_refused_batches_keep_within_the_dead_letter_bounds(
+    standin: StandIn, tmp_path: Path
+) -> None:
+    """A refused batch becomes one dead letter through the store's bounds, like any other:
+    the lines beyond `max_payload` are cut (length and SHA-256 kept) and counted into the
+    size cap. Before, the outbox inserted it whole, outside the accounting."""
+    import hashlib
+
+    standin.decide = lambda lines: (400, "unable to parse: invalid field format", {})
+    cfg = settings(standin.url, batch_size=3000)
+    store = open_store(tmp_path / "hub.db", cfg)
+    try:
+        items = readings(3000)
+        commit(store, items)
+        before = store.dead_letter_bytes
+        forward_until(store, cfg, drained)
+        letters = store.dead_letters(limit=1000)
+        assert letters and {d["source"] for d in letters} == {"influx"}
+        limit = store.dead_letter_limits.max_payload
+        kept = 0
+        for d in letters:
+            _, payload = store.dead_letter(d["id"])  # type: ignore[misc]
+            assert len(payload) <= limit
+            kept += len(payload)
+        big = [d for d in letters if d["payload_bytes"] > limit]
+        assert big, [d["payload_bytes"] for d in letters]  # the batch's lines were over it
+        full = store.conn.execute(
+            "SELECT payload_sha256 FROM dead_letters WHERE id=?", (big[0]["id"],)
+        ).fetchone()[0]
+        assert full and len(full) == len(hashlib.sha256().hexdigest())
+        assert store.dead_letter_bytes - before == kept
+        # The points themselves are whole: all of them go back to the outbox.
+        with store.transaction() as conn:
+            assert sum(outbox.requeue(conn, d["id"]) for d in letters) == 3000
+    finally:
+        store.close()

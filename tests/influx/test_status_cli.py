@@ -188,7 +188,7 @@ def test_forwarder_refreshes_while_a_batch_waits(tmp_path: Path) -> None:
 
     async def main() -> list[int]:
         writer = StoreWriter(store)
-        forwarder = Forwarder(dead, store.path, writer)
+        forwarder = Forwarder(dead, store.path, writer, keep_dead_letter=store.keep_dead_letter)
         task = asyncio.create_task(forwarder.run())
         seen = []
         try:
