@@ -316,8 +316,10 @@ def test_refused_notification_goes_to_dead_letters_and_the_queue_goes_on(
         ha.wait_state("input_boolean.hub_event_firing", "on", timeout=20)
         rows = wait_for(lambda: len(rows := hub.query("SELECT source, detail FROM dead_letters WHERE reason='ha_notify_refused'")) >= 2 and rows, 20, what="second dead letter")  # fmt: skip
         assert all(source == "homeassistant" and "HTTP 400" in detail for source, detail in rows), rows  # fmt: skip
-        rest = hub.status()["alerts"]["rest"]
-        assert rest["queued"] == 0 and rest["last_error"] == ""
+        # The queue goes on: it empties and its error clears. Waited for, not read once: the
+        # second dead letter is written while other deliveries (the alerts' events) may still
+        # be queued, and status.json is a snapshot (CI caught it at queued 2).
+        wait_for(lambda: (r := hub.status().get("alerts", {}).get("rest", {})).get("queued") == 0 and r.get("last_error") == "", 20, what="REST queue empty, no error")  # fmt: skip
 
         # `hub alerts test RULE DEVICE` (README, step 5) fires through the whole path and
         # resolves on its own.
