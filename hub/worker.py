@@ -6,11 +6,12 @@ to one member and keeps a dead member's unacknowledged messages for it (or gives
 the others, as the broker decides). Every worker runs the same ingest core as `hub run`: it
 acks a batch only after its PostgreSQL commit, and a redelivery lands on the same sample key
 (ON CONFLICT DO NOTHING). One worker, the holder of an advisory lock (hub.leader), also runs
-the singletons: rollups, retention and the partitions of the next days.
+the singletons: rollups, retention and the partitions of the next days, and the leader's
+components (hub.leader_components: the PostgreSQL change feed, the alert engine with Home
+Assistant discovery), built when it takes the lead and stopped when it loses it.
 
 What a worker does not run yet: derivations (stateful per device: a device's stream is
-split between workers), the alert engine, Home Assistant discovery, the web API and the
-InfluxDB forwarder. They are written against the SQLite store; docs/scaling.md says so.
+split between workers), the web API and the InfluxDB forwarder; docs/scaling.md says so.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from hub.bus.router import Router
 from hub.config import HubConfig
 from hub.ingest import IngestCore
 from hub.leader import Leader
-from hub.ports import CommittedFeed
+from hub.leader_components import LeaderComponents
+from hub.ports import CommittedFeed, Ports, StoreReader
 from hub.runtime import Supervisor
 from hub.store.postgres import PostgresStore, PostgresWriter, is_postgres_url, redact
 from hub.store.sqlite import DeadLetterLimits, StoreError
@@ -66,6 +68,9 @@ class Worker:
         self.ingest: IngestCore | None = None
         self.leader: Leader | None = None
         self.rollup_rounds = 0
+        self.router: Router | None = None
+        self.lead = LeaderComponents(self._leader_ports)
+        self._lead_changed = asyncio.Event()
 
     def _fatal(self, reason: str) -> None:
         log.error("Stopping the worker: %s", reason)
@@ -85,7 +90,7 @@ class Worker:
         )
         await asyncio.to_thread(self.store.create_partitions_ahead, int(time.time() * 1000))
         self.writer = PostgresWriter(self.store)
-        router = Router(config)
+        router = self.router = Router(config)
         self.connection = MqttConnection(
             config.broker,
             router.subscriptions(),
@@ -107,8 +112,12 @@ class Worker:
         if not await self.connection.wait_connected(10):
             log.error("MQTT broker not reachable yet; retrying in the background")
         self.supervisor.spawn("ingest", self.ingest.run)
-        self.leader = Leader(self.url, self.client_id, poll=self.leader_poll)
+        self.leader = Leader(
+            self.url, self.client_id, poll=self.leader_poll,
+            on_change=lambda _: self._lead_changed.set(),
+        )  # fmt: skip
         self.supervisor.spawn("leader", self.leader.run, restart=True)
+        self.supervisor.spawn("lead", self._lead, restart=True)
         self.supervisor.spawn("singletons", self._singletons, restart=True)
         self.supervisor.spawn("status", self._status_loop, restart=True)
         log.info(
@@ -152,6 +161,37 @@ class Worker:
                 log.warning("Singletons skipped a round: %s", exc)
             await asyncio.sleep(max(0.0, config.rollup_interval - self.leader_poll))
 
+    def _leader_ports(self, lead: LeaderComponents) -> Ports:
+        """The leader components' ports: their `committed` feed is every worker's batches,
+        fed from the PostgreSQL change feed (not this worker's own share of the stream)."""
+        assert self.connection and self.writer and self.router
+        return Ports(
+            config=self.config,
+            publisher=self.connection,
+            committed=CommittedFeed(),
+            writer=self.writer,  # type: ignore[arg-type]  # the PostgreSQL writer's call()
+            reader=StoreReader(self.config.store_path),
+            decoder=self.router,
+            status=self.status,
+            spawn=self.supervisor.spawn,
+            find=lead.find,
+        )
+
+    async def _lead(self) -> None:
+        """Start the leader components on taking the lead, stop them on losing it."""
+        assert self.leader is not None
+        while True:  # cancelled by stop(), which then stops what runs
+            await self._lead_changed.wait()
+            self._lead_changed.clear()
+            if self.leader.is_leader and not self.lead.running:
+                try:
+                    await self.lead.start()
+                except Exception:  # logged by start(); try again while still leader
+                    await asyncio.sleep(self.leader_poll)
+                    self._lead_changed.set()
+            elif not self.leader.is_leader and self.lead.running:
+                await self.lead.stop()
+
     def status(self) -> dict[str, Any]:
         ingest = self.ingest
         return {
@@ -159,6 +199,7 @@ class Worker:
             "leader": bool(self.leader and self.leader.is_leader),
             "leader_terms": self.leader.terms if self.leader else 0,
             "rollup_rounds": self.rollup_rounds,
+            "leader_components": self.lead.status(),
             "messages": ingest.stats.messages if ingest else 0,
             "readings_stored": ingest.stats.readings_stored if ingest else 0,
             "health": ingest.health() if ingest else {},
@@ -178,6 +219,11 @@ class Worker:
 
     async def stop(self) -> None:
         self.supervisor.begin_stop()
+        # Before the lock goes (with the leader task): the next leader starts its components
+        # only after these stopped.
+        await self.supervisor.cancel("lead")
+        if self.lead.running:
+            await self.lead.stop()
         if self.ingest is not None:
             try:
                 await self.ingest.stop()

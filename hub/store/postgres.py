@@ -28,6 +28,7 @@ import orjson
 import psycopg
 
 from hub.model import Reading
+from hub.store.feed_codec import encode as encode_feed
 from hub.store.postgres_schema import (
     DAY_MS,
     MAX_SLOT,
@@ -364,6 +365,9 @@ class PostgresStore:
                  [latest[m][2] for m in mids]),
             )  # fmt: skip
         kept = self._write_dead_letters(conn, batch.dead_letters) if batch.dead_letters else 0
+        feed = encode_feed(batch)
+        if feed is not None:  # for the leader's singletons: a row iff this batch commits
+            conn.execute("INSERT INTO feed (payload) VALUES (%s)", (feed,))
         return CommitResult(stored, len(sids) - stored, events, kept)
 
     def _insert_samples(

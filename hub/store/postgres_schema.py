@@ -12,7 +12,7 @@ receipts. Two differences, both for several hub workers on one database:
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 DAY_MS = 86_400_000
 
 # Version -> statements that bring a store of the version before to it, applied in order in
@@ -111,6 +111,31 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # its readings stamped on receipt take `seq` values from slot << SLOT_BITS on, so two
         # workers stamping one device in the same millisecond never share a sample key.
         "CREATE TABLE workers (client TEXT PRIMARY KEY, slot SERIAL UNIQUE)",
+    ),
+    4: (),  # reserved for branch pg-read
+    5: (
+        # The change feed (hub.store.postgres_feed): one row per committed ingest batch,
+        # written in the batch's own transaction, so a row exists iff the batch committed.
+        # The leader reads rows whose writing transaction ended (xid below the snapshot's
+        # xmin) from its cursor on; `term` fences a leader that lost the lock.
+        """CREATE TABLE feed (
+            id BIGSERIAL PRIMARY KEY,
+            xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+            payload BYTEA NOT NULL
+        )""",
+        "CREATE INDEX feed_xid ON feed (xid)",
+        """CREATE TABLE feed_cursor (
+            name TEXT PRIMARY KEY, horizon xid8 NOT NULL, term BIGINT NOT NULL DEFAULT 0,
+            holder TEXT, updated_ms BIGINT
+        )""",
+        "INSERT INTO feed_cursor (name, horizon) VALUES ('leader', '0')",
+        # `hub alerts ack|silence|test` requests, applied by the leader's engine on its tick.
+        """CREATE TABLE alert_commands (
+            id BIGSERIAL PRIMARY KEY,
+            created_ms BIGINT NOT NULL, command TEXT NOT NULL, target TEXT NOT NULL,
+            by TEXT, until_ms BIGINT, applied_ms BIGINT, result TEXT
+        )""",
+        "CREATE INDEX alerts_device ON alerts (device, started_ms)",
     ),
 }
 SLOT_BITS = 20  # readings of one topic within one millisecond per worker: 2**20
