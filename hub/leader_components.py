@@ -5,7 +5,9 @@ Like hub.components for `hub run`: a factory takes the leader's Ports and return
 feed ("feed", always first: it takes the feed's cursor over and fences the previous leader
 before the others load their state), so every component sees every worker's batches.
 Components start in this order when the worker becomes leader and stop in reverse when it
-stops being leader or stops. Add one with one line in LEADER_REGISTRY.
+stops being leader or stops; once all have started, those with a `begin()` method have it
+called (the feed starts delivering only then, so no batch passes before its listeners
+subscribed). Add one with one line in LEADER_REGISTRY.
 """
 
 from __future__ import annotations
@@ -78,6 +80,10 @@ class LeaderComponents:
             log.exception("Starting the leader's components failed")
             await self.stop()
             raise
+        for component in self.components:
+            begin = getattr(component, "begin", None)
+            if begin is not None:
+                begin()
         self.starts += 1
         self.last_error = ""
         log.info("Leader components running: %s", ", ".join(c.name for c in self.components))

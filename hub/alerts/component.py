@@ -24,6 +24,7 @@ from hub.model import CATALOG
 from hub.store.reader import ReadStore
 
 if TYPE_CHECKING:
+    from hub.alerts.pg_store import PgAlertStore
     from hub.ha.discovery import DeviceMeta, DiscoveryPublisher
     from hub.ha.rest import RestNotifier
     from hub.ports import Ports
@@ -66,8 +67,20 @@ class AlertsComponent:
         config = ports.config
         self.config = config.alerts
         ha = config.homeassistant
-        self.store = AlertStore(config.store_path, writer=ports.writer)
+        # On a leader worker the store is PostgreSQL, through the feed's fenced connection.
+        db = getattr(ports.find("feed"), "db", None)
+        self.pg_store: PgAlertStore | None = None
+        self.store: AlertStore
+        if db is not None:
+            from hub.alerts.pg_store import PgAlertStore
+
+            self.store = self.pg_store = PgAlertStore(db)
+        else:
+            self.store = AlertStore(config.store_path, writer=ports.writer)
         self.engine = AlertEngine(effective_rules(self.config), self.store)
+        # Firing alerts whose row is not committed yet: not shown to Home Assistant before.
+        self._uncommitted: set[int] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.discovery: DiscoveryPublisher | None = None
         self.rest: RestNotifier | None = None
         if ha.discovery.enabled:
@@ -75,10 +88,16 @@ class AlertsComponent:
 
             main_id = ports.publisher.client_id
             client_id = f"{main_id}-ha"[-64:]
+            # The hub's identity in Home Assistant: the configured client id (workers share it;
+            # each worker's own id ends in -<worker id>), else this connection's.
+            hub_id = f"hub_{slug(config.broker.client_id or main_id)}"
             self.discovery = DiscoveryPublisher(
-                ha.discovery, config.broker, f"hub_{slug(main_id)}",
+                ha.discovery, config.broker, hub_id,
                 config.data_dir / "ha_discovery.json", client_id,
                 metric_map=config.ingest.esphome.metric_map,
+                # A worker's main connection announces only itself: whichever worker leads
+                # says that the hub (its alerts and discovery) is online.
+                status_will=db is not None,
             )  # fmt: skip
         if ha.rest.enabled:
             from hub.ha.rest import RestNotifier
@@ -105,7 +124,8 @@ class AlertsComponent:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        series, devices = await asyncio.to_thread(read_known, self.ports.config.store_path)
+        self._loop = asyncio.get_running_loop()
+        series, devices = await asyncio.to_thread(self._read_known)
         self._devices = {d.name: d for d in devices}
         for device, metric, last_ts in series:
             self.engine.prime(device, metric, last_ts)
@@ -126,7 +146,7 @@ class AlertsComponent:
                 # which nodes Home Assistant has by themselves.
                 await asyncio.to_thread(self.discovery.wait_settled, 3.0)
             self._sync(force=True)
-        self.engine.subscribe(self._on_transition)
+        self.engine.subscribe(self._on_transition if self.pg_store is None else self._after_commit)
         if self.rest is not None:
             await self.rest.start()
         self.ports.committed.subscribe(self._on_committed)
@@ -136,6 +156,42 @@ class AlertsComponent:
             len(self.engine.rules),
             len(self.engine.active()),
         )
+
+    def _read_known(self) -> tuple[list[tuple[str, str, int]], list[DeviceMeta]]:
+        if self.pg_store is None:
+            return read_known(self.ports.config.store_path)
+        from hub.ha.discovery import DeviceMeta
+
+        try:
+            series, devices = self.pg_store.read_known()
+        except Exception as exc:
+            log.warning("Cannot read known series and devices: %s", exc)
+            return [], []
+        return series, [DeviceMeta(*row) for row in devices]
+
+    def _after_commit(self, transition: Transition) -> None:
+        """A transition is published (MQTT, REST) once its alert row is committed: a leader
+        killed in between has announced nothing its successor does not know about."""
+        alert_id = transition.alert.id
+        if transition.kind == "firing":
+            self._uncommitted.add(alert_id)
+        assert self.pg_store is not None and self._loop is not None
+        loop = self._loop
+
+        def done(committed: bool) -> None:
+            loop.call_soon_threadsafe(self._committed, transition, committed)
+
+        self.pg_store.when_committed(done)
+
+    def _committed(self, transition: Transition, committed: bool) -> None:
+        self._uncommitted.discard(transition.alert.id)
+        if committed:
+            self._on_transition(transition)
+        else:
+            log.warning(
+                "Alert %s on %s (%s) not stored: not announced",
+                transition.alert.rule, transition.alert.device, transition.kind,
+            )  # fmt: skip
 
     def _fired_at(self, alert_id: int) -> float | None:
         for _, kind, value, _ in self.store.events(alert_id):
@@ -316,6 +372,8 @@ class AlertsComponent:
         new = announced if force else announced - self._announced_targets
         for rule_id, device in sorted(new):
             alert = self.engine.state(rule_id, device)
+            if alert is not None and alert.id in self._uncommitted:
+                continue  # its firing transition publishes it, once committed
             discovery.publish_alert(
                 rules[rule_id], device, alert,
                 self._value_at_firing.get(alert.id) if alert else None,
@@ -329,6 +387,8 @@ class AlertsComponent:
         mono = time.monotonic()
         interval = discovery.settings.state_interval
         for alert in self.engine.active():
+            if alert.id in self._uncommitted:
+                continue
             value, at = self._attributes_sent.get(alert.key, (None, 0.0))
             if alert.value == value or mono - at < interval:
                 continue
@@ -390,7 +450,7 @@ class AlertsComponent:
         """The store's devices table (manufacturer, model, kind) and devices the engine should
         watch for going offline. Which sensors are announced is re-planned from the series
         seen and what Home Assistant knows at every sync, so nothing is dropped here."""
-        _, devices = await asyncio.to_thread(read_known, self.ports.config.store_path)
+        _, devices = await asyncio.to_thread(self._read_known)
         fresh = {d.name: d for d in devices}
         if fresh != self._devices:
             self._devices = fresh

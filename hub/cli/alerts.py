@@ -37,6 +37,16 @@ def _when(ms: int | None) -> str:
 
 
 def _store(config: HubConfig) -> AlertStore:
+    url = config.store.url
+    if url and url.startswith(("postgresql://", "postgres://")):
+        from hub.alerts.pg_store import open_cli_store
+        from hub.store.postgres import redact
+
+        try:
+            return open_cli_store(url)
+        except Exception as exc:
+            console.print(f"Cannot reach the store at {redact(url)}: {exc}")
+            sys.exit(1)
     path = config.store_path
     if not path.exists():
         console.print(f"No store at {path} yet: start the hub with 'hub run' first.")
@@ -121,6 +131,14 @@ def history(config_path: Path | None, limit: int, device: str | None, as_json: b
 
 
 def _hub_running(config: HubConfig) -> bool:
+    url = config.store.url
+    if url and url.startswith(("postgresql://", "postgres://")):
+        from hub.leader import leader_name
+
+        try:  # a leader worker runs the alert engine
+            return leader_name(url) is not None
+        except Exception:
+            return False
     try:
         status = orjson.loads((config.data_dir / "status.json").read_bytes())
         if status.get("state") != "running":

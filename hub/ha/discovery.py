@@ -326,8 +326,12 @@ class DiscoveryPublisher:
         memory_path: Path,
         client_id: str,
         metric_map: Mapping[str, str] | None = None,
+        status_will: bool = False,
     ) -> None:
         self.settings = settings
+        # Whether this client says `hub/status` (online, offline as its will): on a leader
+        # worker, whose main connection announces only the worker itself.
+        self.status_will = status_will
         self.broker = broker
         self.hub_id = hub_id
         self.topics = Topics(broker.topic_prefix, settings.prefix)
@@ -353,6 +357,8 @@ class DiscoveryPublisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        if self.status_will:
+            client.will_set(self.topics.hub_status, b"offline", qos=1, retain=True)
         return client
 
     def start(self) -> None:
@@ -392,6 +398,8 @@ class DiscoveryPublisher:
         ]
         subscriptions.append((f"{self.topics.prefix}/devices/+/info", 1))
         client.subscribe(subscriptions)
+        if self.status_will:
+            client.publish(self.topics.hub_status, b"online", qos=1, retain=True)
         self.resend()
         self._connected.set()
 

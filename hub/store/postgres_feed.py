@@ -312,7 +312,12 @@ class FeedComponent:
             "Feed: %s reads committed batches from xid %d on (term %d)",
             self.db.name, self.horizon, self.db.term,
         )  # fmt: skip
-        self._task = self.ports.spawn("feed", self._run, restart=True)
+
+    def begin(self) -> None:
+        """Start delivering: called once every leader component has started (subscribed),
+        so no slice goes by before its listeners are there."""
+        if self._task is None:
+            self._task = self.ports.spawn("feed", self._run, restart=True)
 
     async def _run(self) -> None:
         """Until cancelled (stop() waits for the slice in hand first)."""
