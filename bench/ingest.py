@@ -569,7 +569,7 @@ def empty_store(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "TRUNCATE samples, series, rollup_dirty, rollup_1m, rollup_1h, mqtt_receipts, "
-            "events, devices, dead_letters"
+            "events, devices, dead_letters, feed, alerts, alert_events"
         )
 
 

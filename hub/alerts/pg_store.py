@@ -40,6 +40,7 @@ class PgAlertStore(AlertStore):
         self.db = db
         self._owns_db = owns_db
         self._last: Future[Any] | None = None
+        self._commands: Future[list[tuple[int, str, str, str | None, int | None]]] | None = None
         self.write_errors = 0
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -148,15 +149,28 @@ class PgAlertStore(AlertStore):
         return self._write(run).result()
 
     def pending_commands(self) -> list[tuple[int, str, str, str | None, int | None]]:
-        return self._read(
-            lambda conn: [
+        """The engine asks at every tick, on the event loop: it gets what the previous ask
+        read (a tick later), so a slow or dead server never blocks the loop. The CLI's
+        store (owns_db) reads at once."""
+
+        def run(conn: Conn) -> list[tuple[int, str, str, str | None, int | None]]:
+            return [
                 (int(i), str(c), str(t), b, u)
                 for i, c, t, b, u in conn.execute(
                     "SELECT id, command, target, by, until_ms FROM alert_commands "
                     "WHERE applied_ms IS NULL ORDER BY id"
                 )
             ]
-        )
+
+        if self._owns_db:
+            return self._read(run)
+        asked, found = self._commands, []
+        if asked is not None and not asked.done():
+            return []
+        if asked is not None and asked.exception() is None:
+            found = asked.result()
+        self._commands = self.db.read(run)
+        return found
 
     def mark_command(self, command_id: int, now_ms: int, result: str) -> None:
         self._write(
