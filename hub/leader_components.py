@@ -33,6 +33,7 @@ def _always(config: HubConfig) -> bool:
 # name -> ("module:factory", wanted(config)); factory(ports) -> Component | None.
 LEADER_REGISTRY: dict[str, tuple[str, Callable[[HubConfig], bool]]] = {
     "feed": ("hub.store.postgres_feed:build", _always),
+    "derive": ("hub.derive.leader:build", _always),
     "alerts": ("hub.alerts.component:build", lambda c: c.alerts.enabled),
 }
 

@@ -113,6 +113,13 @@ class PostgresStore:
         with self._lock:
             self.conn.close()
 
+    def forget_cache(self) -> None:
+        """Forget the series ids and partitions known: after a transaction on a connection
+        not this store's (the leader's, hub.derive.leader) was rolled back."""
+        with self._lock:
+            self._series.clear()
+            self._partitions.clear()
+
     def _migrate(self) -> None:
         with self._lock, self.conn.transaction():
             # Several workers start at once: one migrates, the others wait and find it done.

@@ -52,7 +52,10 @@ ALERT_RULES = {
 
 
 class WorkerProcess(HubProcess):
-    def __init__(self, workdir: Path, broker_url: str, store_url: str, worker_id: str) -> None:
+    def __init__(
+        self, workdir: Path, broker_url: str, store_url: str, worker_id: str,
+        extra: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
         workdir.mkdir(parents=True, exist_ok=True)
         super().__init__(
             workdir, broker_url,
@@ -61,6 +64,7 @@ class WorkerProcess(HubProcess):
                 "broker": {"shared_group": "hub-test"},
                 "ingest": {"batch_max": 2000},
                 "alerts": ALERT_RULES,
+                **(extra or {}),
             },
             client_id="hubw",
         )  # fmt: skip
@@ -96,18 +100,17 @@ class WorkerProcess(HubProcess):
 
 
 class AlertWatcher:
-    """Every message on the alert topics and hub/status, in arrival order."""
+    """Every message on the alert topics and hub/status (or `topics`), in arrival order."""
 
-    def __init__(self, mosquitto: Mosquitto) -> None:
+    def __init__(self, mosquitto: Mosquitto, topics: list[str] | None = None) -> None:
         self.messages: list[tuple[str, bytes]] = []
         self.lock = threading.Lock()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="alert-watcher")
         self.client.on_message = self._on_message
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
-            [("hub/alerts/#", 1), ("hub/status", 1)]
-        )
+        wanted = [(t, 1) for t in topics or ["hub/alerts/#", "hub/status"]]
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(wanted)
         self.client.connect(mosquitto.host, mosquitto.port)
         self.client.loop_start()
         assert subscribed.wait(10)
@@ -293,6 +296,71 @@ def test_two_workers_one_killed_mid_stream_store_every_reading_once(
         time.sleep(1.0)  # the last announcements reach the watcher
         check_alerts(pg_url, watcher.snapshot(), kill_ms)
         assert watcher.snapshot()[-1] != ("hub/status", b"offline")
+        publisher.close()
+    finally:
+        watcher.close()
+        for worker in workers:
+            if worker.proc is not None and worker.proc.poll() is None:
+                worker.stop()
+    assert "Traceback" not in "".join(w.log() for w in workers)
+
+
+def test_the_leader_derives_from_every_workers_batches_once_across_a_takeover(
+    mosquitto: Mosquitto, pg_url: str, tmp_path: Path
+) -> None:
+    """Dew point and absolute humidity of one node whose messages the two workers share: the
+    leader derives every one from the feed, once, also when it is killed halfway and the
+    other worker takes over; the derived values reach Home Assistant's state topics."""
+    from hub.derive.comfort import dew_point
+
+    watcher = AlertWatcher(mosquitto, ["hub/state/airq1/dew_point"])
+    every_pair = {"derive": {"air": {"defaults": {"instant_interval": "0s"}}}}  # one per message
+    workers = [
+        WorkerProcess(tmp_path / f"w{n}", mosquitto.url, pg_url, str(n), every_pair) for n in (1, 2)
+    ]
+    for worker in workers:
+        worker.start()
+    publisher = Publisher(mosquitto.host, mosquitto.port)
+    derived = "SELECT count(*) FROM samples s JOIN series x ON x.id = s.series_id WHERE x.metric=%s"
+    try:
+        leader = wait_for(lambda: leader_name(pg_url), 20, what="a leader")
+        victim = next(w for w in workers if w.client_id == leader)
+        survivor = next(w for w in workers if w is not victim)
+        wait_for(lambda: "derive" in victim.leading(), 20, what="derivations on the leader")
+        n = 40
+        for k in range(n):
+            if k == n // 2:
+                victim.kill()
+                wait_for(lambda: "derive" in survivor.leading(), 15, what="takeover")
+                victim.start()
+            temperature, humidity = 20.0 + k / 10, 40.0 + k / 2
+            publisher.publish(
+                "hub/readings/airq1",
+                orjson.dumps({"ts_ms": int(time.time() * 1000),  # live: the filters' clock
+                              "values": {"temperature": temperature, "humidity": humidity}}),
+            )  # fmt: skip
+            assert publisher.flush(30)
+            wait_for(
+                lambda k=k: count(pg_url, derived.replace("%s", "'dew_point'")) == k + 1,
+                20, what=f"dew point {k}",
+            )  # fmt: skip
+        time.sleep(1.0)
+        assert count(pg_url, derived.replace("%s", "'dew_point'")) == n
+        assert count(pg_url, derived.replace("%s", "'absolute_humidity'")) == n
+        with psycopg.connect(pg_url) as conn:
+            last = conn.execute(
+                "SELECT value FROM samples s JOIN series x ON x.id = s.series_id "
+                "WHERE x.metric='dew_point' ORDER BY ts DESC LIMIT 1"
+            ).fetchone()
+        assert last is not None
+        # From the last temperature and the humidity before or with it (a message's two
+        # readings each complete a pair; the first one takes the key).
+        t, rh = 20.0 + (n - 1) / 10, 40.0 + (n - 1) / 2
+        assert last[0] in (round(dew_point(t, rh - 0.5), 2), round(dew_point(t, rh), 2))
+        wait_for(
+            lambda: ("hub/state/airq1/dew_point", str(last[0]).encode()) in watcher.snapshot(),
+            20, what="the dew point in Home Assistant's state topic",
+        )  # fmt: skip
         publisher.close()
     finally:
         watcher.close()
