@@ -3,7 +3,7 @@
     .venv/bin/python bench/ingest.py [--messages 200000] [--rate 5000] [--seconds 10]
         [--steady-rates 200,2000] [--steady-seconds 20] [--idle-seconds 10]
         [--batch-wait 30ms] [--hub-src DIR ...] [--sections drain,steady,nodered]
-        [--store postgresql://user@host:port/db]
+        [--store postgresql://user@host:port/db] [--worker-alerts on|off]
 
 A private Mosquitto (the managed broker's own config) serves both sides.
 
@@ -484,7 +484,9 @@ def steady_one(
 class Workers:
     """`hub run --worker` processes on one shared group and one PostgreSQL store."""
 
-    def __init__(self, workdir: Path, port: int, url: str, count: int) -> None:
+    def __init__(
+        self, workdir: Path, port: int, url: str, count: int, leader_parts: bool = True
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "hub.yaml"
@@ -500,6 +502,9 @@ class Workers:
                     "store": {"url": url},
                     "status": {"interval": "0.25s", "publish_stats": False},
                     "log": {"level": "warning"},
+                    # off: the leader runs no alert engine (nor HA discovery, which is part
+                    # of it); the feed and the derivations still run
+                    "alerts": {"enabled": leader_parts},
                 }
             )
         )
@@ -575,11 +580,11 @@ def empty_store(url: str) -> None:
 
 def bench_workers(
     workdir: Path, port: int, url: str, count: int, items: list[tuple[str, bytes]], rate: float,
-    seconds: float, raw_rate: float,
+    seconds: float, raw_rate: float, leader_parts: bool = True,
 ) -> float:  # fmt: skip
     n = len(items)
     empty_store(url)
-    workers = Workers(workdir / f"workers{count}", port, url, count)
+    workers = Workers(workdir / f"workers{count}", port, url, count, leader_parts)
     workers.start()  # once, to create each member's persistent session in the group
     workers.stop()
     publish_all(port, items)
@@ -665,6 +670,13 @@ def main() -> None:
         help="postgresql://... : after the drain, drain with 1 and 2 `hub run --worker` on this "
         "database (its tables are emptied)",
     )
+    parser.add_argument(
+        "--worker-alerts",
+        choices=("on", "off"),
+        default="on",
+        help="with --store: the leader worker's alert engine (and HA discovery); off leaves "
+        "the change feed and the derivations",
+    )
     parser.add_argument("--raw-consumer", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--steady-publisher", nargs=3, type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -687,12 +699,15 @@ def main() -> None:
             if "drain" in sections:
                 raw_rate, items = drain(args, workdir, port)
                 if args.store:
+                    parts = args.worker_alerts == "on"
                     one = bench_workers(
-                        workdir, port, args.store, 1, items, args.rate, args.seconds, raw_rate
-                    )
+                        workdir, port, args.store, 1, items, args.rate, args.seconds, raw_rate,
+                        parts,
+                    )  # fmt: skip
                     two = bench_workers(
-                        workdir, port, args.store, 2, items, args.rate, args.seconds, raw_rate
-                    )
+                        workdir, port, args.store, 2, items, args.rate, args.seconds, raw_rate,
+                        parts,
+                    )  # fmt: skip
                     print(
                         f"(w4) 2 workers / 1 worker: {two / one:.2f} (targets: 1 worker >= 0.5 "
                         "of bare paho; 2 workers >= 1.3x one)"

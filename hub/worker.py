@@ -7,11 +7,13 @@ the others, as the broker decides). Every worker runs the same ingest core as `h
 acks a batch only after its PostgreSQL commit, and a redelivery lands on the same sample key
 (ON CONFLICT DO NOTHING). One worker, the holder of an advisory lock (hub.leader), also runs
 the singletons: rollups, retention and the partitions of the next days, and the leader's
-components (hub.leader_components: the PostgreSQL change feed, the alert engine with Home
-Assistant discovery), built when it takes the lead and stopped when it loses it.
+components (hub.leader_components: the PostgreSQL change feed, the derivations, the alert
+engine with Home Assistant discovery), built when it takes the lead and stopped when it
+loses it. Derivations run there, not in each worker's ingest: they keep per-device state,
+and the shared group splits a device's stream between workers.
 
-What a worker does not run yet: derivations (stateful per device: a device's stream is
-split between workers), the web API and the InfluxDB forwarder; docs/scaling.md says so.
+What a worker does not run yet: the web API and the InfluxDB forwarder; docs/scaling.md
+says so.
 """
 
 from __future__ import annotations

@@ -292,7 +292,7 @@ def test_two_workers_one_killed_mid_stream_store_every_reading_once(
             ),
             20, what="an alert fired by the moved-back leader",
         )  # fmt: skip
-        assert victim.leading() == ["feed", "alerts"] and survivor.leading() == []
+        assert victim.leading() == ["feed", "derive", "alerts"] and survivor.leading() == []
         time.sleep(1.0)  # the last announcements reach the watcher
         check_alerts(pg_url, watcher.snapshot(), kill_ms)
         assert watcher.snapshot()[-1] != ("hub/status", b"offline")
