@@ -4,8 +4,13 @@ the store keeps one firing row per (rule, device), and `hub alerts` commands rea
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 
@@ -120,3 +125,43 @@ def test_a_cli_command_is_applied_by_the_leader_engine(pg_url: str) -> None:
     assert [kind for _, kind, _, _ in cli.events(1)] == ["firing", "acknowledged"]
     cli.close()
     db.close()
+
+
+def test_hub_alerts_cli_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    """`hub alerts list` reads the firing alerts from PostgreSQL; with no leader running,
+    `hub alerts ack` is applied by the command itself, against the stored state."""
+    PostgresStore(pg_url).close()
+    clock = Clock()
+    db, store = leader(pg_url, "w1")
+    AlertEngine(RULES, store, clock).on_reading(Reading("rig", "current", 12.0, T0))
+    db.close()
+    config = tmp_path / "hub.yaml"
+    config.write_text(
+        orjson.dumps(
+            {
+                "data_dir": str(tmp_path / "data"),
+                "store": {"url": pg_url},
+                "alerts": {"packs": {"air": False, "rc": False},
+                           "rules": [r.model_dump(by_alias=True) for r in RULES]},
+            }
+        ).decode()
+    )  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+
+    def hub(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "hub", "alerts", *args, "-c", str(config)],
+            capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+        )  # fmt: skip
+
+    listed = hub("list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(a["id"], a["device"], a["state"]) for a in orjson.loads(listed.stdout)] == [
+        (1, "rig", "firing")
+    ]
+    acked = hub("ack", "1", "--by", "bob")
+    assert acked.returncode == 0, acked.stderr
+    assert [
+        (a["id"], a["acknowledged_by"]) for a in orjson.loads(hub("list", "--json").stdout)
+    ] == [(1, "bob")]
+    assert hub("ack", "7").returncode == 1  # no such alert: said, exit 1
