@@ -149,9 +149,9 @@ class LeaderDb:
                     try:
                         with conn.transaction():  # a savepoint: one bad row spoils nothing else
                             results.append((future, job(conn), None))
-                    except psycopg.OperationalError:
-                        raise
-                    except (psycopg.Error, ValueError) as exc:
+                    except (psycopg.OperationalError, Fenced):
+                        raise  # the connection is gone: the whole group is retried
+                    except Exception as exc:  # this job's bug or bad row: not the others'
                         results.append((future, None, exc))
                 result = last(conn) if last is not None else None
         except BaseException as exc:

@@ -181,3 +181,31 @@ def test_a_held_group_commits_with_its_cursor_or_not_at_all(pg_url: str) -> None
         assert conn.execute("SELECT count(*) FROM side").fetchone() == (1,)
         assert conn.execute("SELECT horizon::text FROM feed_cursor").fetchone() == ("3",)
     db.close()
+
+
+@pytest.mark.postgres
+def test_one_failing_write_in_a_slice_spoils_neither_the_others_nor_the_cursor(
+    pg_url: str,
+) -> None:
+    PostgresStore(pg_url).close()
+    db = LeaderDb(pg_url, "w1")
+    db.take_over()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE side (n INT PRIMARY KEY)")
+    db.hold()
+    good = db.submit(lambda conn: conn.execute("INSERT INTO side VALUES (1)"))
+    dup = db.submit(lambda conn: conn.execute("INSERT INTO side VALUES (1)"))  # refused
+
+    def bug(conn: psycopg.Connection[Any]) -> None:
+        raise KeyError("a listener's bug")
+
+    buggy = db.submit(bug)
+    db.release(save_horizon(4)).result()
+    assert good.exception() is None
+    assert isinstance(dup.exception(), psycopg.errors.UniqueViolation)
+    assert isinstance(buggy.exception(), KeyError)
+    assert db.write_errors == 2
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM side").fetchone() == (1,)
+        assert conn.execute("SELECT horizon::text FROM feed_cursor").fetchone() == ("4",)
+    db.close()
