@@ -179,7 +179,8 @@ class AlertsComponent:
         loop = self._loop
 
         def done(committed: bool) -> None:
-            loop.call_soon_threadsafe(self._committed, transition, committed)
+            with contextlib.suppress(RuntimeError):  # the loop closed: the worker stopped
+                loop.call_soon_threadsafe(self._committed, transition, committed)
 
         self.pg_store.when_committed(done)
 
