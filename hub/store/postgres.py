@@ -28,6 +28,7 @@ import orjson
 import psycopg
 
 from hub.model import Reading
+from hub.store.postgres_read import PostgresDeadLetterWrites, PostgresQueries
 from hub.store.postgres_schema import (
     DAY_MS,
     MAX_SLOT,
@@ -68,8 +69,9 @@ def redact(url: str) -> str:
     return f"postgresql://{info.get('user', '')}@{host}{':' + str(port) if port else ''}/{name}"
 
 
-class PostgresStore:
-    """The hub's store in PostgreSQL. `client` names this worker's MQTT session (receipts)."""
+class PostgresStore(PostgresQueries, PostgresDeadLetterWrites):
+    """The hub's store in PostgreSQL. `client` names this worker's MQTT session (receipts).
+    The queries and dead-letter tools are in hub.store.postgres_read."""
 
     def __init__(
         self, url: str, *, client: str = "hub", dead_letters: DeadLetterLimits | None = None,
