@@ -8,15 +8,19 @@ acks a batch only after its PostgreSQL commit, and a redelivery lands on the sam
 (ON CONFLICT DO NOTHING). One worker, the holder of an advisory lock (hub.leader), also runs
 the singletons: rollups, retention and the partitions of the next days.
 
+Every worker also serves the web dashboard and REST API over the shared store
+(hub.worker_web), each on its own port (web.port, or --web-port per worker).
+
 What a worker does not run yet: derivations (stateful per device: a device's stream is
-split between workers), the alert engine, Home Assistant discovery, the web API and the
-InfluxDB forwarder. They are written against the SQLite store; docs/scaling.md says so.
+split between workers), the alert engine, Home Assistant discovery and the InfluxDB
+forwarder. They are written against the SQLite store; docs/scaling.md says so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
@@ -32,6 +36,7 @@ from hub.ports import CommittedFeed
 from hub.runtime import Supervisor
 from hub.store.postgres import PostgresStore, PostgresWriter, is_postgres_url, redact
 from hub.store.sqlite import DeadLetterLimits, StoreError
+from hub.worker_web import WorkerWeb
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,7 @@ class Worker:
         self.ingest: IngestCore | None = None
         self.leader: Leader | None = None
         self.rollup_rounds = 0
+        self.web: WorkerWeb | None = None  # pg-read: the web API (hub/worker_web.py)
 
     def _fatal(self, reason: str) -> None:
         log.error("Stopping the worker: %s", reason)
@@ -111,6 +117,10 @@ class Worker:
         self.supervisor.spawn("leader", self.leader.run, restart=True)
         self.supervisor.spawn("singletons", self._singletons, restart=True)
         self.supervisor.spawn("status", self._status_loop, restart=True)
+        # -- pg-read: the web API and dashboard on every worker, over the shared store. ------
+        self.web = WorkerWeb(self)
+        self.supervisor.spawn("web", self.web.run, restart=True)
+        # -- end pg-read ----------------------------------------------------------------------
         log.info(
             "Worker %s is up: shared group %s, store %s",
             self.client_id, config.broker.shared_group, redact(self.url),
@@ -163,6 +173,10 @@ class Worker:
             "readings_stored": ingest.stats.readings_stored if ingest else 0,
             "health": ingest.health() if ingest else {},
             "ingest": ingest.stats.as_dict() if ingest else {},
+            # pg-read: for `hub status` (alive? where is its dashboard?)
+            "pid": os.getpid(),
+            "updated_at": time.time(),
+            "web": self.web.info() if self.web else {},
         }
 
     async def _status_loop(self) -> None:

@@ -53,6 +53,11 @@ _DEVICE_KEYS = (
     "name", "source", "kind", "manufacturer", "model", "sw_version", "first_seen", "last_seen",
     "online", "availability_ts",
 )  # fmt: skip
+ALERT_FIELDS = (
+    "id", "rule", "device", "metric", "severity", "state", "value", "threshold", "unit",
+    "message", "device_class", "started_ms", "updated_ms", "resolved_ms", "acknowledged_by",
+    "acknowledged_ms", "silenced_until_ms", "count",
+)  # fmt: skip
 _FOUND_KEYS = (
     "id", "received_ts", "source", "topic", "reason", "detail", "payload_bytes", "replayed_ts",
 )  # fmt: skip
@@ -62,6 +67,12 @@ def _redact(url: str) -> str:
     from hub.store.postgres import redact  # postgres imports this module: late, no cycle
 
     return redact(url)
+
+
+def _unavailable(url: str, exc: Exception) -> StoreUnavailable:
+    # libpq's messages run over several lines (with tabs): one line for health and logs.
+    why = " ".join(str(exc).split()) or type(exc).__name__
+    return StoreUnavailable(f"PostgreSQL store unreachable at {_redact(url)}: {why}")
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -101,10 +112,7 @@ class PostgresQueries:
                 with conn.transaction():
                     yield conn
             except psycopg.OperationalError as exc:
-                raise StoreUnavailable(
-                    f"PostgreSQL store unreachable at {_redact(self.url)}: "
-                    f"{str(exc).strip() or type(exc).__name__}"
-                ) from exc
+                raise _unavailable(self.url, exc) from exc
 
     @property
     def sessions(self) -> PostgresSessions:
@@ -244,6 +252,23 @@ class PostgresQueries:
         keys = ("device", "name", "text", "ts", "source")
         with self._reading() as conn:
             return [dict(zip(keys, row, strict=True)) for row in conn.execute(sql, args)]
+
+    def alert_rows(
+        self, firing_only: bool = False, limit: int = 100, device: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Alerts as the alert engine stored them (hub.alerts.store.Alert's fields), newest
+        first: what a web API without the engine in its own process shows."""
+        sql = f"SELECT {', '.join(ALERT_FIELDS)} FROM alerts WHERE true"
+        args: list[Any] = []
+        if firing_only:
+            sql += " AND state = 'firing'"
+        if device:
+            sql += " AND device = %s"
+            args.append(device)
+        sql += " ORDER BY started_ms DESC, id DESC LIMIT %s"
+        args.append(limit)
+        with self._reading() as conn:
+            return [dict(zip(ALERT_FIELDS, row, strict=True)) for row in conn.execute(sql, args)]
 
     # -- devices --------------------------------------------------------------------------------
 
@@ -601,9 +626,7 @@ class PostgresReadStore(PostgresQueries):
             try:
                 return self._usable()
             except psycopg.OperationalError as exc:
-                raise StoreUnavailable(
-                    f"PostgreSQL store unreachable at {_redact(self.url)}: {exc}"
-                ) from exc
+                raise _unavailable(self.url, exc) from exc
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the server answers (health checks)."""
