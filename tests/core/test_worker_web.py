@@ -6,6 +6,9 @@ once the server is back."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ import orjson
 import pytest
 
 from tests.core.test_workers import WorkerProcess, count
-from tests.support.hubproc import Publisher, wait_for
+from tests.support.hubproc import REPO, Publisher, wait_for
 from tests.support.mosquitto import Mosquitto
 from tests.support.postgres import Postgres
 
@@ -42,6 +45,16 @@ class WebWorker(WorkerProcess):
 
     def get(self, path: str, **params: Any) -> httpx.Response:
         return httpx.get(self.base + path, params=params, timeout=10)
+
+
+def hub_cli(worker: WebWorker, *args: str) -> subprocess.CompletedProcess[str]:
+    """`hub ARGS -c <the worker's hub.yaml>`, as a user runs it beside the workers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    return subprocess.run(
+        [sys.executable, "-m", "hub", *args, "-c", str(worker.config_path)],
+        cwd=worker.workdir, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
 
 
 def values_of(worker: WebWorker, since_ms: int) -> list[float]:
@@ -99,7 +112,26 @@ def test_every_worker_answers_what_the_other_stored_and_says_when_postgres_is_do
                 alerts = worker.get("/api/alerts")  # the engine is not in this process
                 assert alerts.status_code == 200 and alerts.json() == []
 
+            # `hub status` and `hub query` read the workers' status files and the store.
+            done = hub_cli(workers[0], "status", "--json")
+            assert done.returncode == 0, done.stderr
+            status = orjson.loads(done.stdout)
+            assert status["running"] and status["store"]["counts"]["samples"] == MESSAGES
+            assert status["store"]["leader"] in ("hubw-1", "hubw-2")
+            assert [w["client_id"] for w in status["workers"]] == ["hubw-1"]
+            assert status["workers"][0]["web"]["port"] == workers[0].status()["web"]["port"]
+            done = hub_cli(workers[0], "status")
+            assert done.returncode == 0 and "hubw-1" in done.stdout and "running" in done.stdout
+            done = hub_cli(workers[1], "query", "current", "--since", "1h", "--points", "5000", "--json")  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            lines = [orjson.loads(line) for line in done.stdout.splitlines()]
+            assert sorted(x["mean"] for x in lines) == [float(i) for i in range(MESSAGES)]
+
             server.stop()
+            done = hub_cli(workers[0], "query", "current")
+            assert done.returncode == 1 and "PostgreSQL store unreachable" in done.stderr
+            done = hub_cli(workers[0], "status")
+            assert done.returncode == 1 and "unreachable" in done.stdout, done.stdout
             for worker in workers:
                 health = wait_for(
                     lambda w=worker: (r := w.get("/api/health")).status_code == 503 and r.json(),
