@@ -7,6 +7,7 @@ once the server is back."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -44,7 +45,13 @@ class WebWorker(WorkerProcess):
         return f"http://127.0.0.1:{port}"
 
     def get(self, path: str, **params: Any) -> httpx.Response:
-        return httpx.get(self.base + path, params=params, timeout=10)
+        return httpx.get(self.base + path, params=params, timeout=10, headers=self.auth)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The API token the worker showed once on its terminal (here: its log)."""
+        found = re.search(r"New web API token \(shown once[^)]*\): (\S+)", self.log())
+        return {"Authorization": f"Bearer {found.group(1)}"} if found else {}
 
 
 def hub_cli(worker: WebWorker, *args: str) -> subprocess.CompletedProcess[str]:
@@ -111,6 +118,24 @@ def test_every_worker_answers_what_the_other_stored_and_says_when_postgres_is_do
                 assert health.status_code == 200 and health.json()["status"] == "ok", health.text
                 alerts = worker.get("/api/alerts")  # the engine is not in this process
                 assert alerts.status_code == 200 and alerts.json() == []
+
+            # Dead letters: listed by both workers, purged through the other one's store thread.
+            bad = Publisher(mosquitto.host, mosquitto.port, "bad-publisher")
+            bad.publish("hub/readings/rig0", b"{")
+            assert bad.flush(30)
+            bad.close()
+            wait_for(lambda: count(server.url, "SELECT count(*) FROM dead_letters") == 1, 30)
+            for worker in workers:
+                (letter,) = worker.get("/api/dead-letters").json()
+                assert letter["topic"] == "hub/readings/rig0" and letter["payload_bytes"] == 1
+                assert (
+                    worker.get(f"/api/dead-letters/{letter['id']}").json()["payload_preview"] == "{"
+                )
+            purged = httpx.post(
+                workers[1].base + "/api/dead-letters/purge", json={}, headers=workers[1].auth
+            )
+            assert purged.status_code == 200 and purged.json() == {"purged": 1}, purged.text
+            assert count(server.url, "SELECT count(*) FROM dead_letters") == 0
 
             # `hub status` and `hub query` read the workers' status files and the store.
             done = hub_cli(workers[0], "status", "--json")
