@@ -116,6 +116,9 @@ def test_every_worker_answers_what_the_other_stored_and_says_when_postgres_is_do
                 }
                 health = worker.get("/api/health")
                 assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+                metrics = worker.get("/metrics")
+                assert metrics.status_code == 200 and "hub_up 1" in metrics.text
+                assert "hub_worker_leader" in metrics.text
                 alerts = worker.get("/api/alerts")  # the engine is not in this process
                 assert alerts.status_code == 200 and alerts.json() == []
 
