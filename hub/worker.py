@@ -6,14 +6,15 @@ to one member and keeps a dead member's unacknowledged messages for it (or gives
 the others, as the broker decides). Every worker runs the same ingest core as `hub run`: it
 acks a batch only after its PostgreSQL commit, and a redelivery lands on the same sample key
 (ON CONFLICT DO NOTHING). One worker, the holder of an advisory lock (hub.leader), also runs
-the singletons: rollups, retention and the partitions of the next days.
+the singletons: rollups, retention and the partitions of the next days, and the InfluxDB
+forwarder (hub.store.influx_leader).
 
 Every worker also serves the web dashboard and REST API over the shared store
 (hub.worker_web), each on its own port (web.port, or --web-port per worker).
 
 What a worker does not run yet: derivations (stateful per device: a device's stream is
-split between workers), the alert engine, Home Assistant discovery and the InfluxDB
-forwarder. They are written against the SQLite store; docs/scaling.md says so.
+split between workers), the alert engine and Home Assistant discovery. They are written
+against the SQLite store; docs/scaling.md says so.
 """
 
 from __future__ import annotations
@@ -114,6 +115,17 @@ class Worker:
             log.error("MQTT broker not reachable yet; retrying in the background")
         self.supervisor.spawn("ingest", self.ingest.run)
         self.leader = Leader(self.url, self.client_id, poll=self.leader_poll)
+        # >>> leader-only components (branch pg-influx): the InfluxDB forwarder starts when
+        # this worker becomes leader and stops when it is no longer one. The lead reconciles
+        # this hook with pg-lead's registry of leader components.
+        from hub.store.influx_leader import LeaderForwarder
+
+        self.influx = LeaderForwarder(
+            config, self.url, self.client_id, self.store.keep_dead_letter, self.ingest.feed
+        )
+        self.leader.on_change = self.influx.on_change
+        self.supervisor.spawn("leader-influx", self.influx.run, restart=True)
+        # <<< leader-only components
         self.supervisor.spawn("leader", self.leader.run, restart=True)
         self.supervisor.spawn("singletons", self._singletons, restart=True)
         self.supervisor.spawn("status", self._status_loop, restart=True)
@@ -177,6 +189,8 @@ class Worker:
             "pid": os.getpid(),
             "updated_at": time.time(),
             "web": self.web.info() if self.web else {},
+            # leader-only components (branch pg-influx), see start()
+            **({"influx": self.influx.status()} if getattr(self, "influx", None) else {}),
         }
 
     async def _status_loop(self) -> None:

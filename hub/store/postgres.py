@@ -397,6 +397,17 @@ class PostgresStore(PostgresQueries, PostgresDeadLetterWrites):
             cur.execute("INSERT INTO samples SELECT * FROM samples_in ON CONFLICT DO NOTHING")
             return max(cur.rowcount, 0)
 
+    def keep_dead_letter(self, conn: psycopg.Connection[Any], letter: DeadLetter) -> int | None:
+        """As Store.keep_dead_letter: one dead letter within the bounds, in the caller's
+        transaction; its id, or None when the bounds kept it out (the InfluxDB outbox)."""
+        if not self._write_dead_letters(conn, [letter]):
+            return None
+        # currval: this session's id, whatever other workers inserted meanwhile.
+        row = conn.execute(
+            "SELECT id FROM dead_letters WHERE id = currval(pg_get_serial_sequence('dead_letters', 'id'))"
+        ).fetchone()
+        return int(row[0]) if row else None
+
     def _write_dead_letters(
         self, conn: psycopg.Connection[Any], letters: Sequence[DeadLetter]
     ) -> int:

@@ -12,7 +12,9 @@ receipts. Two differences, both for several hub workers on one database:
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+from hub.store.postgres_outbox_schema import OUTBOX_MIGRATION
+
+SCHEMA_VERSION = 6
 DAY_MS = 86_400_000
 
 # Version -> statements that bring a store of the version before to it, applied in order in
@@ -112,6 +114,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # workers stamping one device in the same millisecond never share a sample key.
         "CREATE TABLE workers (client TEXT PRIMARY KEY, slot SERIAL UNIQUE)",
     ),
+    4: (),  # reserved for branch pg-read
+    5: (),  # reserved for branch pg-lead
+    # The InfluxDB outbox (branch pg-influx): the tables of hub.store.outbox, filled by a
+    # statement trigger on samples in the transaction that stores them (hub.store.postgres_outbox).
+    6: OUTBOX_MIGRATION,
 }
 SLOT_BITS = 20  # readings of one topic within one millisecond per worker: 2**20
 MAX_SLOT = (2**31 - 1) >> SLOT_BITS  # seq is a 32-bit INTEGER
