@@ -178,10 +178,11 @@ def test_postgres_samples_are_partitioned_by_day_and_retention_drops_partitions(
 
 @pytest.mark.postgres
 def test_postgres_schema_is_versioned_and_a_newer_one_is_refused(pg_url: str) -> None:
+    from hub.store.postgres_schema import SCHEMA_VERSION
     from hub.store.sqlite import StoreError
 
     store = PostgresStore(pg_url)
-    assert store.schema_version == 3
+    assert store.schema_version == SCHEMA_VERSION
     store.conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     store.close()
     with pytest.raises(StoreError, match="newer hub"):
