@@ -967,10 +967,13 @@ class InfluxComponent:
         if self.configure_first:
             await self.forwarder.configure()
         self._task = self.spawn("influx-forwarder", self._run, restart=True)
+        if self.forwarder.outbox_state is None:
+            log.info("Forwarding readings to InfluxDB %s", self.forwarder.sender.target)
+            return
         log.info(
             "Forwarding readings to InfluxDB %s (%d queued)",
             self.forwarder.sender.target,
-            self.forwarder.outbox_state.backlog if self.forwarder.outbox_state else 0,
+            self.forwarder.outbox_state.backlog,
         )
 
     async def _run(self) -> None:

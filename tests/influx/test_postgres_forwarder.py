@@ -7,6 +7,7 @@ shared store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -190,4 +191,57 @@ def test_influx_status_and_backfill_read_and_fill_the_postgres_store(
     assert "Nothing left to backfill" in again.output
     asyncio.run(drain())
     assert points(victoria, 150) == expected(items)
+    store.close()
+
+
+def test_the_leader_hook_starts_the_forwarder_with_leadership_and_stops_it_without(
+    victoria: VictoriaMetrics, pg_url: str, tmp_path: Path
+) -> None:
+    """hub.store.influx_leader as hub/worker.py wires it: on_change(True) starts a forwarder
+    that sends what is queued, on_change(False) stops it and lets the outbox go; with influx
+    switched off the leader stops queueing instead."""
+    from hub.config import HubConfig
+    from hub.store.influx_leader import LeaderForwarder
+
+    config = HubConfig.model_validate(
+        {"data_dir": str(tmp_path), "store": {"url": pg_url}, "influx": settings(victoria.url)}
+    )
+    store = open_store(pg_url, config.influx)
+    items = readings(100)
+    store.commit(Batch(readings=items))
+    probe = PostgresOutbox(pg_url, "probe", store.keep_dead_letter)
+
+    async def lead(cfg: HubConfig) -> None:
+        side = LeaderForwarder(cfg, pg_url, "hubw-1", store.keep_dead_letter)
+        task = asyncio.create_task(side.run())
+        assert side.status()["state"] == "standby"
+        side.on_change(True)
+        enabled = cfg.influx.enabled
+        done = (
+            (lambda: side.status().get("delivered") == 100)
+            if enabled
+            else (lambda: side.status()["state"] == "disabled")
+        )
+        until = time.monotonic() + 20
+        while not done() and time.monotonic() < until:
+            await asyncio.sleep(0.05)
+        assert done(), side.status()
+        # The leader's forwarder holds the outbox (paused or not) until it lets go.
+        assert await asyncio.to_thread(probe.holder) == "hubw-1-influx"
+        side.on_change(False)
+        while side.component is not None and time.monotonic() < until:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        assert side.status()["state"] == "standby"
+        assert await asyncio.to_thread(probe.holder) is None  # let go: the next leader may
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(lead(config))
+    assert points(victoria, 100) == expected(items)
+    assert postgres_outbox.state(store.conn).enabled
+    asyncio.run(lead(config.model_copy(update={"influx": settings(victoria.url, enabled=False)})))
+    assert not postgres_outbox.state(store.conn).enabled  # switched off by the leader
+    probe.close()
     store.close()
