@@ -583,3 +583,45 @@ def test_postgres_rollups_by_two_workers_at_once_while_ingest_goes_on(pg_url: st
     assert int(hours[0][0]) == written
     for s in (writer, *rollers):
         s.close()
+
+
+@pytest.mark.postgres
+def test_postgres_workers_creating_the_same_new_series_in_any_order_never_deadlock(
+    pg_url: str,
+) -> None:
+    """Four workers commit batches that create the same new series, each in its own order,
+    at the same instant. Each INSERT of a new series waits for another transaction's entry of
+    the same key; in opposite orders two of them waited for each other (DeadlockDetected,
+    and a batch retried). The store creates a batch's new series in one order instead."""
+    import random
+    import threading
+
+    stores = [PostgresStore(pg_url, client=f"w-{i}") for i in range(4)]
+    rounds, width = 15, 12
+    barrier = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        rng = random.Random(index)
+        try:
+            for round_ in range(rounds):
+                names = [f"r{round_}-n{k}" for k in range(width)]
+                rng.shuffle(names)
+                batch = Batch(readings=[r(T0 + index, 1.0, device=name) for name in names])
+                barrier.wait(10)
+                stores[index].commit(batch)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    counts = stores[0].counts()
+    assert counts["series"] == rounds * width
+    assert counts["samples"] == rounds * width * len(stores)
+    for s in stores:
+        s.close()
