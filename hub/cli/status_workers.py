@@ -51,6 +51,16 @@ def read_workers(config: HubConfig) -> list[dict[str, Any]]:
     return out
 
 
+def forwarding(workers: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The InfluxDB forwarder's section of the running leader's status file (the others say
+    "standby"), or None when no running leader reports one."""
+    for worker in workers:
+        influx = worker.get("influx")
+        if worker["running"] and worker.get("leader") and isinstance(influx, dict):
+            return influx
+    return None
+
+
 def read_store(url: str) -> tuple[dict[str, Any], str | None]:
     """Counts, dead letters, size and the leader of the store; or the reason it is unreachable."""
     from hub.leader import leader_name
@@ -107,6 +117,14 @@ def workers_status(config: HubConfig, as_json: bool) -> None:
         dead = store["dead_letters"]
         table.add_row(
             "Dead letters", ", ".join(f"{k}: {v}" for k, v in sorted(dead.items())) or "none"
+        )
+    influx = forwarding(workers)
+    if influx is not None:
+        health = influx.get("health") or {}
+        ok = health.get("status", "ok") == "ok"
+        table.add_row(
+            "InfluxDB",
+            str(influx.get("summary", "")) if ok else f"[red]{influx.get('summary', '')}[/]",
         )
     console.print(table)
     if not workers:

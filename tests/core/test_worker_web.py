@@ -54,7 +54,7 @@ class WebWorker(WorkerProcess):
         return {"Authorization": f"Bearer {found.group(1)}"} if found else {}
 
 
-def hub_cli(worker: WebWorker, *args: str) -> subprocess.CompletedProcess[str]:
+def hub_cli(worker: WorkerProcess, *args: str) -> subprocess.CompletedProcess[str]:
     """`hub ARGS -c <the worker's hub.yaml>`, as a user runs it beside the workers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     return subprocess.run(

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from hub.leader import leader_name
+from tests.core.test_worker_web import hub_cli
 from tests.core.test_workers import WorkerProcess, count
 from tests.influx.victoria import VictoriaMetrics
 from tests.support.hubproc import Publisher, wait_for
@@ -112,6 +113,11 @@ def test_the_leader_forwards_what_both_stored_and_the_survivor_takes_over(
         assert 0 <= resent <= 2000, resent
         print(f"takeover re-sent {resent} points")
         assert influx_of(survivor)["health"]["status"] == "ok"
+        # `hub status` beside the workers shows the forwarder of the leader that runs it.
+        wait_for(lambda: influx_of(survivor).get("state") == "idle", 20, what="survivor idle")
+        shown = hub_cli(survivor, "status")
+        assert shown.returncode == 0, shown.stderr
+        assert "InfluxDB" in shown.stdout and "up to date" in shown.stdout, shown.stdout
     finally:
         publisher.close()
         for worker in workers:
