@@ -67,10 +67,12 @@ class CommittedFeed:
 
 
 class StoreReader:
-    """Read-only connections to the store (WAL: readers never block the writer)."""
+    """Read-only connections to the store (WAL: readers never block the writer). On a worker
+    `url` names the PostgreSQL store instead (the web API reads it: hub.web.reader)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, url: str | None = None) -> None:
         self.path = path
+        self.url = url
 
     def open(self) -> sqlite3.Connection:
         return connect(self.path, readonly=True)

@@ -6,20 +6,22 @@ to one member and keeps a dead member's unacknowledged messages for it (or gives
 the others, as the broker decides). Every worker runs the same ingest core as `hub run`: it
 acks a batch only after its PostgreSQL commit, and a redelivery lands on the same sample key
 (ON CONFLICT DO NOTHING). One worker, the holder of an advisory lock (hub.leader), also runs
-the singletons: rollups, retention and the partitions of the next days, and the leader's
-components (hub.leader_components: the PostgreSQL change feed, the derivations, the alert
-engine with Home Assistant discovery), built when it takes the lead and stopped when it
-loses it. Derivations run there, not in each worker's ingest: they keep per-device state,
-and the shared group splits a device's stream between workers.
+the singletons: rollups, retention and the partitions of the next days, the InfluxDB
+forwarder (hub.store.influx_leader), and the leader's components (hub.leader_components: the
+PostgreSQL change feed, the derivations, the alert engine with Home Assistant discovery),
+built when it takes the lead and stopped when it loses it. Derivations run there, not in
+each worker's ingest: they keep per-device state, and the shared group splits a device's
+stream between workers.
 
-What a worker does not run yet: the web API and the InfluxDB forwarder; docs/scaling.md
-says so.
+Every worker also serves the web dashboard and REST API over the shared store
+(hub.worker_web), each on its own port (web.port, or --web-port per worker).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
@@ -36,6 +38,7 @@ from hub.ports import CommittedFeed, Ports, StoreReader
 from hub.runtime import Supervisor
 from hub.store.postgres import PostgresStore, PostgresWriter, is_postgres_url, redact
 from hub.store.sqlite import DeadLetterLimits, StoreError
+from hub.worker_web import WorkerWeb
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ class Worker:
         self.router: Router | None = None
         self.lead = LeaderComponents(self._leader_ports)
         self._lead_changed = asyncio.Event()
+        self.web: WorkerWeb | None = None  # pg-read: the web API (hub/worker_web.py)
 
     def _fatal(self, reason: str) -> None:
         log.error("Stopping the worker: %s", reason)
@@ -114,14 +118,27 @@ class Worker:
         if not await self.connection.wait_connected(10):
             log.error("MQTT broker not reachable yet; retrying in the background")
         self.supervisor.spawn("ingest", self.ingest.run)
+        # >>> leader-only components (branch pg-influx): the InfluxDB forwarder starts when
+        # this worker becomes leader and stops when it is no longer one (its own hook; the
+        # others are hub.leader_components, started by the task "lead").
+        from hub.store.influx_leader import LeaderForwarder
+
+        self.influx = LeaderForwarder(
+            config, self.url, self.client_id, self.store.keep_dead_letter, self.ingest.feed
+        )
+        self.supervisor.spawn("leader-influx", self.influx.run, restart=True)
+        # <<< leader-only components
         self.leader = Leader(
-            self.url, self.client_id, poll=self.leader_poll,
-            on_change=lambda _: self._lead_changed.set(),
-        )  # fmt: skip
+            self.url, self.client_id, poll=self.leader_poll, on_change=self._leader_changed
+        )
         self.supervisor.spawn("leader", self.leader.run, restart=True)
         self.supervisor.spawn("lead", self._lead, restart=True)
         self.supervisor.spawn("singletons", self._singletons, restart=True)
         self.supervisor.spawn("status", self._status_loop, restart=True)
+        # -- pg-read: the web API and dashboard on every worker, over the shared store. ------
+        self.web = WorkerWeb(self)
+        self.supervisor.spawn("web", self.web.run, restart=True)
+        # -- end pg-read ----------------------------------------------------------------------
         log.info(
             "Worker %s is up: shared group %s, store %s",
             self.client_id, config.broker.shared_group, redact(self.url),
@@ -162,6 +179,13 @@ class Worker:
             except psycopg.Error as exc:
                 log.warning("Singletons skipped a round: %s", exc)
             await asyncio.sleep(max(0.0, config.rollup_interval - self.leader_poll))
+
+    def _leader_changed(self, leader: bool) -> None:
+        """hub.leader.Leader's callback: the leader components and the InfluxDB forwarder."""
+        self._lead_changed.set()
+        influx = getattr(self, "influx", None)
+        if influx is not None:
+            influx.on_change(leader)
 
     def _leader_ports(self, lead: LeaderComponents) -> Ports:
         """The leader components' ports: their `committed` feed is every worker's batches,
@@ -206,6 +230,12 @@ class Worker:
             "readings_stored": ingest.stats.readings_stored if ingest else 0,
             "health": ingest.health() if ingest else {},
             "ingest": ingest.stats.as_dict() if ingest else {},
+            # pg-read: for `hub status` (alive? where is its dashboard?)
+            "pid": os.getpid(),
+            "updated_at": time.time(),
+            "web": self.web.info() if self.web else {},
+            # leader-only components (branch pg-influx), see start()
+            **({"influx": self.influx.status()} if getattr(self, "influx", None) else {}),
         }
 
     async def _status_loop(self) -> None:

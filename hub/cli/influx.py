@@ -8,6 +8,10 @@ per series as ranges, hub/store/outbox.py) and, with `--since`, history older th
 forwarding began. It never queues a reading twice: each range has a persisted cursor, so an
 interrupted run resumes, and a second run says "nothing left". It runs beside a running hub
 (short transactions, room left for live readings) and the hub's forwarder sends what it queues.
+
+With store.url: postgresql://... both read and write the shared PostgreSQL store
+(hub.store.postgres_outbox); the live forwarder figures come from the leader worker's
+status file (<data_dir>/worker-<client id>.json).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import click
@@ -26,8 +31,9 @@ from rich.table import Table
 from hub.cli.common import config_option, load_or_exit, parse_since, resolve_config_path
 from hub.config import HubConfig
 from hub.service import STATUS_FILE
-from hub.store import outbox
-from hub.store.sqlite import Store
+from hub.store import outbox, postgres_outbox
+from hub.store.postgres import PostgresStore, is_postgres_url, redact
+from hub.store.sqlite import Store, StoreError
 
 console = Console()
 CHUNK = 20_000
@@ -78,20 +84,53 @@ def _status_file(data_dir: Path) -> tuple[dict[str, Any], float | None]:
     return dict(status), age
 
 
-def _hub_running(data_dir: Path) -> bool:
-    return bool(_status_file(data_dir)[0])
+def _worker_status(data_dir: Path) -> tuple[dict[str, Any], float | None]:
+    """The leader worker's status (empty when no worker forwards) and its file's age."""
+    best: tuple[dict[str, Any], float | None] = ({}, None)
+    for path in sorted(data_dir.glob("worker-*.json")):
+        try:
+            age = time.time() - path.stat().st_mtime
+            status = dict(orjson.loads(path.read_bytes()))
+        except (OSError, ValueError):
+            continue
+        if best[1] is None or age < best[1]:
+            best = ({}, age)
+        if age <= STALE_S and status.get("leader"):
+            return status, age
+    return best
 
 
-@influx.command("status")
-@config_option
-@data_dir_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
-    """Backlog, refusals, health and dead letters (from the store and the running hub)."""
-    config, origin, data_dir = _locate(config_path, data_dir)
-    settings = config.influx
-    stored: dict[str, Any] = {}
-    if config.store_path.exists():
+def _running(config: HubConfig, data_dir: Path) -> tuple[dict[str, Any], float | None]:
+    if is_postgres_url(config.store.url):
+        return _worker_status(data_dir)
+    return _status_file(data_dir)
+
+
+def _hub_running(config: HubConfig) -> bool:
+    return bool(_running(config, config.data_dir)[0])
+
+
+def _open_postgres(url: str) -> PostgresStore:
+    try:
+        return PostgresStore(url)
+    except StoreError as exc:
+        click.echo(f"{exc}", err=True)
+        sys.exit(1)
+
+
+def _stored(config: HubConfig) -> dict[str, Any]:
+    """What the store says about the outbox; empty when there is no store yet."""
+    url = config.store.url
+    if is_postgres_url(url):
+        assert url is not None
+        pg = _open_postgres(url)
+        try:
+            st = postgres_outbox.state(pg.conn)
+            marks = postgres_outbox.marks(pg.conn)
+            letters = postgres_outbox.dead_letter_counts(pg.conn)
+        finally:
+            pg.close()
+    elif config.store_path.exists():
         store = Store(config.store_path)
         try:
             st = outbox.state(store.conn)
@@ -105,26 +144,44 @@ def status(config_path: Path | None, data_dir: Path | None, as_json: bool) -> No
             )
         finally:
             store.close()
-        stored = {
-            "queueing": st.enabled,
-            "backlog": st.backlog,
-            "oldest_ts": st.oldest_ts,
-            "lag_s": round(time.time() - st.oldest_ts / 1000, 3) if st.oldest_ts else 0.0,
-            "max_rows": st.max_rows,
-            "full": st.full,
-            "refused": st.refused,
-            "refused_unsent": st.gap_points,
-            "refused_series": st.gap_series,
-            "history_unsent": st.history_points,
-            "last_refused_ts": st.last_refused_ts,
-            "last_delivery_ts": marks.last_delivery_ts,
-            "dead_letters": letters,
-        }
-    running, age = _status_file(data_dir)
+    else:
+        return {}
+    return {
+        "queueing": st.enabled,
+        "backlog": st.backlog,
+        "oldest_ts": st.oldest_ts,
+        "lag_s": round(time.time() - st.oldest_ts / 1000, 3) if st.oldest_ts else 0.0,
+        "max_rows": st.max_rows,
+        "full": st.full,
+        "refused": st.refused,
+        "refused_unsent": st.gap_points,
+        "refused_series": st.gap_series,
+        "history_unsent": st.history_points,
+        "last_refused_ts": st.last_refused_ts,
+        "last_delivery_ts": marks.last_delivery_ts,
+        "dead_letters": letters,
+    }
+
+
+@influx.command("status")
+@config_option
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
+    """Backlog, refusals, health and dead letters (from the store and the running hub)."""
+    config, origin, data_dir = _locate(config_path, data_dir)
+    settings = config.influx
+    stored = _stored(config)
+    running, age = _running(config, data_dir)
     live = dict(running.get("influx") or {}) if running else {}
+    postgres = is_postgres_url(config.store.url)
     data = {
         "config": origin,
         "data_dir": str(data_dir),
+        "store": redact(config.store.url)
+        if postgres and config.store.url
+        else str(config.store_path),
+        "leader": running.get("client_id") if postgres and running else None,
         "hub_running": bool(running),
         "status_age_s": round(age, 1) if age is not None else None,
         "enabled": settings.enabled,
@@ -155,6 +212,9 @@ def status(config_path: Path | None, data_dir: Path | None, as_json: bool) -> No
     )
     click.echo(f"Config:   {origin}")
     click.echo(f"Data dir: {data_dir} ({where})")
+    if postgres:
+        leader = f"leader worker {running['client_id']}" if running else "no worker leads"
+        click.echo(f"Store:    {data['store']} ({leader})")
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_row(
         "InfluxDB",
@@ -176,6 +236,10 @@ def status(config_path: Path | None, data_dir: Path | None, as_json: bool) -> No
         # The hub runs but has no influx part: forwarding is off in the config it runs with.
         table.add_row(
             "Forwarder", "off: the running hub does not forward (influx.enabled is false)"
+        )
+    elif postgres:
+        table.add_row(
+            "Forwarder", "no leader worker's status here (start 'hub run --worker', or --data-dir)"
         )
     else:
         table.add_row("Forwarder", "hub not running (start it with 'hub run')")
@@ -235,13 +299,19 @@ def backfill(
     if not config.influx.enabled:
         console.print("influx.enabled is false: configure the InfluxDB server first.")
         sys.exit(2)
-    if not config.store_path.exists():
+    since_ms = parse_since(since) if since else None
+    store: Store | PostgresStore
+    fns: ModuleType = outbox
+    if is_postgres_url(config.store.url):
+        assert config.store.url is not None
+        store, fns = _open_postgres(config.store.url), postgres_outbox
+    elif not config.store_path.exists():
         console.print(f"No store at {config.store_path} yet (pass -c or --data-dir).")
         sys.exit(1)
-    since_ms = parse_since(since) if since else None
-    store = Store(config.store_path)
+    else:
+        store = Store(config.store_path)
     try:
-        queued, left = _backfill(store, config, since_ms, device, metric, wait)
+        queued, left = _backfill(store, config, since_ms, device, metric, wait, fns)
     finally:
         store.close()
     url = config.influx.url
@@ -263,15 +333,19 @@ def backfill(
 
 
 def _backfill(
-    store: Store,
+    store: Store | PostgresStore,
     config: HubConfig,
     since_ms: int | None,
     device: tuple[str, ...],
     metric: tuple[str, ...],
     wait: bool,
+    fns: ModuleType = outbox,
 ) -> tuple[int, int]:
-    """Fill every range round-robin (fair across series) within the outbox budget."""
-    max_rows = outbox.max_rows_for(config.influx.max_outbox)
+    """Fill every range round-robin (fair across series) within the outbox budget.
+
+    `fns` is the outbox module of the store: hub.store.outbox or hub.store.postgres_outbox
+    (the same functions)."""
+    max_rows = fns.max_rows_for(config.influx.max_outbox)
     headroom = max(1, max_rows // 10)  # live readings keep arriving while this runs
     series = [
         s.id
@@ -279,12 +353,12 @@ def _backfill(
         if (not device or s.device in device) and (not metric or s.metric in metric)
     ]
     with store.transaction() as conn:
-        if outbox.state(conn).max_rows != max_rows or not outbox.state(conn).enabled:
-            outbox.configure(conn, True, max_rows)
+        if fns.state(conn).max_rows != max_rows or not fns.state(conn).enabled:
+            fns.configure(conn, True, max_rows)
         if since_ms is not None:
             for sid in series:
-                outbox.add_history(conn, sid, since_ms)
-    total = sum(g.left for g in outbox.gaps(store.conn, series))
+                fns.add_history(conn, sid, since_ms)
+    total = sum(g.left for g in fns.gaps(store.conn, series))
     if not total:
         return 0, 0
     queued = 0
@@ -292,13 +366,13 @@ def _backfill(
     progress = _Progress(total)
     try:
         while True:
-            pending = outbox.gaps(store.conn, series)
+            pending = fns.gaps(store.conn, series)
             if not pending:
                 return queued, 0
-            room = max_rows - headroom - outbox.state(store.conn).backlog
+            room = max_rows - headroom - fns.state(store.conn).backlog
             if room <= 0:
                 stalled = time.monotonic() - last_progress > 120
-                if not wait or not _hub_running(config.data_dir) or stalled:
+                if not wait or not _hub_running(config) or stalled:
                     return queued, sum(g.left for g in pending)
                 progress.waiting()
                 time.sleep(0.5)
@@ -308,7 +382,7 @@ def _backfill(
                 if room <= 0:
                     break
                 with store.transaction() as conn:
-                    count, _ = outbox.fill_gap(conn, gap, min(share, room))
+                    count, _ = fns.fill_gap(conn, gap, min(share, room))
                 room -= count
                 queued += count
                 last_progress = time.monotonic()

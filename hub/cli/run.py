@@ -52,6 +52,13 @@ log = logging.getLogger("hub")
     help="This worker's name, unique in the group and stable across restarts (its MQTT client id is <broker.client_id>-<worker-id>: the persistent session that keeps its unacknowledged messages).",
 )
 @click.option("--store", "store_url", default=None, help="Override store.url (postgresql://...).")
+@click.option(
+    "--web-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    envvar="HUB_WEB_PORT",
+    help="Override web.port: each worker on one machine needs its own (0 picks a free one; hub status shows it).",
+)
 def run(
     config_path: Path | None,
     log_json: bool | None,
@@ -61,6 +68,7 @@ def run(
     worker: bool,
     worker_id: str,
     store_url: str | None,
+    web_port: int | None,
 ) -> None:
     """Run the hub: ingest, store, and (with --simulate) a demo feed.
 
@@ -77,6 +85,8 @@ def run(
         overrides[("broker", "url")] = broker_url
     if store_url is not None:
         overrides[("store", "url")] = store_url
+    if web_port is not None:
+        overrides[("web", "port")] = web_port
     config = load_or_exit(config_path, overrides)
     setup_logging(config.log, log_json)
     # Ingest allocates many short-lived objects per message (paho's MQTT 5 properties among

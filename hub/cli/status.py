@@ -17,9 +17,15 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from hub.cli.common import config_option, load_or_exit, parse_since, store_path_or_exit
+from hub.cli.common import (
+    config_option,
+    err_console,
+    load_or_exit,
+    parse_since,
+    store_path_or_exit,
+)
 from hub.service import STATUS_FILE
-from hub.store.sqlite import Store, connect
+from hub.store.sqlite import SeriesPoints, Store, connect
 
 console = Console()
 
@@ -91,8 +97,14 @@ def _ask_health(data: dict[str, Any]) -> dict[str, Any] | None:
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
 def status(config_path: Path | None, as_json: bool) -> None:
-    """Connection state, message rates, store size and error counters of the hub."""
+    """Connection state, message rates, store size and error counters of the hub (of each
+    worker and the shared store, with store.url: postgresql://...)."""
     config = load_or_exit(config_path)
+    if config.store.url:
+        from hub.cli.status_workers import workers_status
+
+        workers_status(config, as_json)
+        return
     status_file = config.data_dir / STATUS_FILE
     data: dict[str, Any] = {}
     if status_file.exists():
@@ -209,6 +221,23 @@ def status(config_path: Path | None, as_json: bool) -> None:
     console.print(table)
 
 
+def _query_postgres(
+    url: str, metric: str, device: str | None, start: int, end: int, points: int
+) -> list[SeriesPoints]:
+    """The query on the PostgreSQL store (read-only); unreachable is a message, exit 1."""
+    from hub.store.postgres_read import PostgresReadStore
+    from hub.store.reader import StoreUnavailable
+
+    reader = PostgresReadStore(url, name="hub-query")
+    try:
+        return reader.query(metric, device, start, end, points)
+    except StoreUnavailable as exc:
+        err_console.print(f"[red]{exc}[/]", highlight=False)
+        sys.exit(1)
+    finally:
+        reader.close()
+
+
 @click.command()
 @config_option
 @click.argument("metric")
@@ -238,12 +267,16 @@ def query(
 ) -> None:
     """Print METRIC's samples (per device and series) as a table."""
     config = load_or_exit(config_path)
-    store = Store(store_path_or_exit(config))
-    try:
-        end = parse_since(until) if until else int(time.time() * 1000)
-        results = store.query(metric, device, parse_since(since), end, points)
-    finally:
-        store.close()
+    end = parse_since(until) if until else int(time.time() * 1000)
+    start = parse_since(since)
+    if config.store.url:
+        results = _query_postgres(config.store.url, metric, device, start, end, points)
+    else:
+        store = Store(store_path_or_exit(config))
+        try:
+            results = store.query(metric, device, start, end, points)
+        finally:
+            store.close()
     if not results:
         console.print(
             f"No series for metric {metric!r}{f' on {device!r}' if device else ''}. `hub query` needs a metric name like pm2_5, co2, pack_voltage."

@@ -49,7 +49,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -59,10 +58,11 @@ from hub.model import CATALOG
 from hub.store import outbox
 from hub.store.influx_settings import InfluxSettings
 from hub.store.outbox import OutboxRow
-from hub.store.sqlite import Store, connect
+from hub.store.outbox_access import OutboxAccess, SqliteOutbox
+from hub.store.sqlite import Store
 
 if TYPE_CHECKING:
-    from hub.ports import Ports
+    from hub.ports import CommittedFeed, Ports, Spawn
 
 log = logging.getLogger(__name__)
 
@@ -426,26 +426,32 @@ class _Refusals:
 class Forwarder:
     """Reads the outbox, sends batches, records what the server acknowledged or refused.
 
-    `write(fn)` runs `fn(conn)` in a transaction on the store's writer connection (in the hub:
-    the ingest core's store thread). Reads use a connection of their own. A monitor task
-    refreshes the outbox figures twice a second whatever the send loop is doing, so status,
-    health and the outbox-full ERROR stay true while a batch waits for the server.
+    The outbox is reached through `access` (hub.store.outbox_access: the hub's SQLite file, or
+    PostgreSQL on the leader worker). For SQLite the old arguments still build it: `write(fn)`
+    runs `fn(conn)` in a transaction on the store's writer connection (in the hub: the ingest
+    core's store thread), reads use a connection of their own. A monitor task refreshes the
+    outbox figures twice a second whatever the send loop is doing, so status, health and the
+    outbox-full ERROR stay true while a batch waits for the server.
     """
 
     def __init__(
         self,
         settings: InfluxSettings,
-        db_path: Path,
-        write: WriteFn[Any],
+        db_path: Path | None = None,
+        write: WriteFn[Any] | None = None,
         sender: Sender | None = None,
         *,
-        keep_dead_letter: outbox.KeepDeadLetter,
+        keep_dead_letter: outbox.KeepDeadLetter | None = None,
+        access: OutboxAccess | None = None,
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.settings = settings
-        self.db_path = Path(db_path)
-        self.write = write
-        self.keep_dead_letter = keep_dead_letter  # the store's, so its bounds hold here too
+        if access is None:
+            if db_path is None or write is None or keep_dead_letter is None:
+                raise TypeError("Forwarder needs `access`, or db_path, write and keep_dead_letter")
+            # keep_dead_letter is the store's, so the dead letters' bounds hold here too.
+            access = SqliteOutbox(db_path, write, keep_dead_letter)
+        self.access = access
         self.sender: Sender = sender if sender is not None else InfluxSender(settings)
         self.lines = LineWriter(
             settings.precision, settings.locations, settings.unknown_measurement
@@ -455,10 +461,9 @@ class Forwarder:
         self.state = "starting"
         self.detail = ""
         self.outbox_state: outbox.OutboxState | None = None
-        self.max_rows = outbox.max_rows_for(settings.max_outbox)
+        self.max_rows = access.max_rows_for(settings.max_outbox)
         self.disk_low = False
         self._prefixes: dict[int, str] = {}
-        self._reader: sqlite3.Connection | None = None
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="influx-db")
         self._net_thread = ThreadPoolExecutor(1, thread_name_prefix="influx-net")
         self._probe_thread = ThreadPoolExecutor(1, thread_name_prefix="influx-probe")
@@ -474,11 +479,6 @@ class Forwarder:
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._reader is None:
-            self._reader = connect(self.db_path, readonly=True)
-        return self._reader
 
     def wake(self, *_: object) -> None:
         self._wake.set()
@@ -498,35 +498,28 @@ class Forwarder:
     # -- outbox bookkeeping
 
     async def configure(self) -> None:
-        self.max_rows = outbox.max_rows_for(self.settings.max_outbox)
-        await self.write(lambda conn: outbox.configure(conn, True, self.max_rows))
+        self.max_rows = self.access.max_rows_for(self.settings.max_outbox)
+        await self.access.configure(True, self.max_rows)
         await self.refresh()
-
-    def _read_state(self) -> tuple[outbox.OutboxState, int, outbox.Marks]:
-        conn = self._conn()
-        st = outbox.state(conn)
-        letters = conn.execute(
-            "SELECT count(*) FROM dead_letters WHERE source = ? AND replayed_ts IS NULL",
-            (outbox.DEAD_LETTER_SOURCE,),
-        ).fetchone()[0]
-        return st, int(letters), outbox.marks(conn)
 
     async def refresh(self) -> None:
         """Outbox figures for status(); the free-disk guard; loud outbox-full reports."""
-        st, letters, marks = await self._db(self._read_state)
+        st, letters, marks = await self._db(self.access.read_state)
         self.outbox_state, self.stats.dead_letters = st, letters
         if marks.last_delivery_ts is not None:
             self.stats.last_delivery_at = marks.last_delivery_ts / 1000
-        try:
-            free = shutil.disk_usage(self.db_path.parent).free
-        except OSError:
-            free = None
+        free: int | None = None
+        if self.access.disk_path is not None:  # a server's disk is the server's to guard
+            try:
+                free = shutil.disk_usage(self.access.disk_path).free
+            except OSError:
+                free = None
         low = free is not None and free < self.settings.min_free_disk
         if low != self.disk_low:
             self.disk_low = low
             # Low disk: keep what is queued, queue nothing new until space comes back.
             bound = min(self.max_rows, st.backlog) if low else self.max_rows
-            await self.write(lambda conn: outbox.configure(conn, True, bound))
+            await self.access.configure(True, bound)
             if low:
                 log.error(
                     "Free disk space is below influx.min_free_disk (%d bytes free): new readings "
@@ -568,18 +561,12 @@ class Forwarder:
         missing = [s for s in series_ids if s not in self._prefixes]
         if not missing:
             return
-        conn = self._conn()
-        for start in range(0, len(missing), 500):
-            chunk = missing[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for sid, device, metric, tags, source in conn.execute(
-                f"SELECT id, device, metric, tags, source FROM series WHERE id IN ({marks})", chunk
-            ):
-                key = SeriesKey(device, metric, orjson.loads(tags) if tags else {}, source)
-                self._prefixes[sid] = self.lines.prefix(key)
+        for sid, device, metric, tags, source in self.access.series_keys(missing):
+            key = SeriesKey(device, metric, orjson.loads(tags) if tags else {}, source)
+            self._prefixes[sid] = self.lines.prefix(key)
 
     def _read(self, after_id: int, limit: int) -> list[OutboxRow]:
-        rows = outbox.read_batch(self._conn(), after_id, limit)
+        rows = self.access.read_batch(after_id, limit)
         self._load_prefixes({r.series_id for r in rows})
         return rows
 
@@ -603,6 +590,10 @@ class Forwarder:
     async def run(self) -> None:
         cursor = 0
         linger_since: float | None = None
+        # Another forwarder may still hold a shared outbox (a leader that has not let go yet).
+        self._set_state("starting", "waiting for the outbox")
+        if not await self.access.claim(self._stopping):
+            return
         await self.configure()
         monitor = asyncio.create_task(self._monitor(), name="influx-monitor")
         try:
@@ -666,8 +657,7 @@ class Forwarder:
             self._set_state("forwarding" if attempt == 0 else "retrying", self.detail)
             result = await loop.run_in_executor(self._net_thread, self.sender.write, body)
             if result.kind == "ok":
-                first, last = rows[0].id, rows[-1].id
-                await self.write(partial(_delivered, first=first, last=last))
+                await self.access.delivered(rows)
                 now = time.monotonic()
                 self.stats.delivered += len(rows)
                 self.stats.batches += 1
@@ -792,11 +782,7 @@ class Forwarder:
         payload = "\n".join(letter.lines).encode()
         target = self.sender.target
         now_ms = time.time_ns() // 1_000_000
-        await self.write(
-            lambda conn: outbox.dead_letter(
-                conn, rows, self.keep_dead_letter, now_ms, target, reason, detail, payload
-            )
-        )
+        await self.access.dead_letter(rows, now_ms, target, reason, detail, payload)
         self.stats.dead_lettered += count
         self.stats.dead_letters += 1
         # One WARNING per reason a minute; what was held back is counted into the next one.
@@ -837,9 +823,7 @@ class Forwarder:
         self._net_thread.shutdown(wait=False, cancel_futures=True)
         self._probe_thread.shutdown(wait=False, cancel_futures=True)
         self._db_thread.shutdown(wait=True)
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        self.access.close()
 
     # -- health
 
@@ -874,8 +858,8 @@ class Forwarder:
             "health": self._health(state, backlog, gap, st.gap_series if st else 0),
             "target": self.sender.target,
             "backlog": backlog,
-            "outbox_bytes": backlog * outbox.BYTES_PER_ROW,
-            "outbox_max_bytes": self.max_rows * outbox.BYTES_PER_ROW,
+            "outbox_bytes": backlog * self.access.bytes_per_row,
+            "outbox_max_bytes": self.max_rows * self.access.bytes_per_row,
             "lag_s": round(max(0.0, lag), 3),
             "delivered": self.stats.delivered,
             "delivered_per_s": round(rate, 1),
@@ -924,10 +908,6 @@ class Forwarder:
         return {"status": "degraded", "reason": reason}
 
 
-def _delivered(conn: sqlite3.Connection, first: int, last: int) -> int:
-    return outbox.delivered(conn, first, last)
-
-
 # -- writers outside the hub (CLI, bench, tests) ---------------------------------------------
 
 
@@ -953,27 +933,47 @@ class StoreWriter:
 
 
 class InfluxComponent:
+    """The forwarder as a component: `hub run` (SQLite, build) or the leader worker
+    (PostgreSQL, hub.store.influx_leader). `spawn` starts its supervised loop."""
+
     name = "influx"
 
-    def __init__(self, ports: Ports) -> None:
-        self.ports = ports
+    def __init__(
+        self, forwarder: Forwarder, spawn: Spawn, committed: CommittedFeed | None = None,
+        *, configure_first: bool = True,
+    ) -> None:  # fmt: skip
+        self.forwarder = forwarder
+        self.spawn = spawn
+        self.committed = committed
+        # SQLite: queueing is switched on before start() returns. A shared outbox is configured
+        # by run() once this forwarder holds it (another may still be letting go).
+        self.configure_first = configure_first
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def for_hub(cls, ports: Ports) -> InfluxComponent:
         # Every outbox write goes through the store writer, in its thread and transaction.
-        self.forwarder = Forwarder(
+        forwarder = Forwarder(
             ports.config.influx,
             ports.writer.path,
             ports.writer.transaction,
             keep_dead_letter=ports.writer.store.keep_dead_letter,
         )
-        self._task: asyncio.Task[None] | None = None
+        return cls(forwarder, ports.spawn, ports.committed)
 
     async def start(self) -> None:
-        self.ports.committed.subscribe(self.forwarder.wake)
-        await self.forwarder.configure()
-        self._task = self.ports.spawn("influx-forwarder", self._run, restart=True)
+        if self.committed is not None:
+            self.committed.subscribe(self.forwarder.wake)
+        if self.configure_first:
+            await self.forwarder.configure()
+        self._task = self.spawn("influx-forwarder", self._run, restart=True)
+        if self.forwarder.outbox_state is None:
+            log.info("Forwarding readings to InfluxDB %s", self.forwarder.sender.target)
+            return
         log.info(
             "Forwarding readings to InfluxDB %s (%d queued)",
             self.forwarder.sender.target,
-            self.forwarder.outbox_state.backlog if self.forwarder.outbox_state else 0,
+            self.forwarder.outbox_state.backlog,
         )
 
     async def _run(self) -> None:
@@ -986,7 +986,8 @@ class InfluxComponent:
             raise
 
     async def stop(self) -> None:
-        self.ports.committed.unsubscribe(self.forwarder.wake)
+        if self.committed is not None:
+            self.committed.unsubscribe(self.forwarder.wake)
         await self.forwarder.stop()
         if self._task is not None:
             # An in-flight write finishes (bounded by influx.timeout) so an acknowledged batch
@@ -1006,24 +1007,21 @@ class OutboxOffComponent:
 
     name = "influx"
 
-    def __init__(self, ports: Ports) -> None:
-        self.writer = ports.writer
+    def __init__(self, access: OutboxAccess) -> None:
+        self.access = access
         self.queued = 0
 
-    @staticmethod
-    def _off(conn: sqlite3.Connection) -> int:
-        outbox.configure(conn, False, 0)
-        return outbox.state(conn).backlog
-
     async def start(self) -> None:
-        self.queued = await self.writer.transaction(self._off)
+        await self.access.configure(False, 0)
+        state, _letters, _marks = await asyncio.to_thread(self.access.read_state)
+        self.queued = state.backlog
         log.info(
             "InfluxDB forwarding is off; %d readings stay queued for when it is on again",
             self.queued,
         )
 
     async def stop(self) -> None:
-        pass
+        await asyncio.to_thread(self.access.close)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -1039,12 +1037,15 @@ class OutboxOffComponent:
 
 def build(ports: Ports) -> InfluxComponent | OutboxOffComponent | None:
     if ports.config.influx.enabled:
-        return InfluxComponent(ports)
+        return InfluxComponent.for_hub(ports)
     conn = ports.reader.open()
     try:
         row = conn.execute("SELECT enabled FROM outbox_control WHERE id = 1").fetchone()
     finally:
         conn.close()
     if row is not None and row[0]:
-        return OutboxOffComponent(ports)
+        writer = ports.writer
+        return OutboxOffComponent(
+            SqliteOutbox(writer.path, writer.transaction, writer.store.keep_dead_letter)
+        )
     return None

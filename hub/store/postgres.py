@@ -24,11 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import orjson
 import psycopg
 
 from hub.model import Reading
 from hub.store.feed_codec import encode as encode_feed
+from hub.store.postgres_read import PostgresDeadLetterWrites, PostgresQueries
 from hub.store.postgres_schema import (
     DAY_MS,
     MAX_SLOT,
@@ -44,7 +44,6 @@ from hub.store.sqlite import (
     CommitResult,
     DeadLetter,
     DeadLetterLimits,
-    SeriesInfo,
     StoreError,
     tags_key,
 )
@@ -69,8 +68,9 @@ def redact(url: str) -> str:
     return f"postgresql://{info.get('user', '')}@{host}{':' + str(port) if port else ''}/{name}"
 
 
-class PostgresStore:
-    """The hub's store in PostgreSQL. `client` names this worker's MQTT session (receipts)."""
+class PostgresStore(PostgresQueries, PostgresDeadLetterWrites):
+    """The hub's store in PostgreSQL. `client` names this worker's MQTT session (receipts).
+    The queries and dead-letter tools are in hub.store.postgres_read."""
 
     def __init__(
         self, url: str, *, client: str = "hub", dead_letters: DeadLetterLimits | None = None,
@@ -277,11 +277,20 @@ class PostgresStore:
         last: dict[int, tuple[int, float]] = {}
         touched: dict[str, int] = {}
         days: set[int] = set()
-        for r in batch.readings:
-            key = (r.device, r.metric, tags_key(r.tags) if r.tags else "")
-            sid = self._series.get(key)
-            if sid is None:
-                sid = self._series_id(conn, r, key)
+        series = self._series
+        series_keys = [
+            (r.device, r.metric, tags_key(r.tags) if r.tags else "") for r in batch.readings
+        ]
+        missing: dict[tuple[str, str, str], Reading] = {}
+        for key, r in zip(series_keys, batch.readings, strict=True):
+            if key not in series and key not in missing:
+                missing[key] = r
+        # New series in one order for every worker: two batches creating the same two series
+        # in opposite orders would each wait for the other's unique-index entry (a deadlock).
+        for key in sorted(missing):
+            self._series_id(conn, missing[key], key)
+        for key, r in zip(series_keys, batch.readings, strict=True):
+            sid = series[key]
             ts = r.timestamp_ms
             sids.append(sid)
             tss.append(ts)
@@ -595,51 +604,6 @@ class PostgresStore:
         return deleted
 
     # -- queries --------------------------------------------------------------------------------
-
-    def series(self, metric: str | None = None, device: str | None = None) -> list[SeriesInfo]:
-        sql = "SELECT id, device, metric, tags, unit, source, first_ts, last_ts, last_value FROM series"
-        where, args = [], []
-        if metric:
-            where.append("metric = %s")
-            args.append(metric)
-        if device:
-            where.append("device = %s")
-            args.append(device)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY device, metric, tags"
-        return [
-            SeriesInfo(r[0], r[1], r[2], orjson.loads(r[3]) if r[3] else {}, *r[4:])
-            for r in self.conn.execute(sql, args)
-        ]
-
-    def devices(self) -> list[dict[str, Any]]:
-        keys = ("name", "source", "kind", "manufacturer", "model", "sw_version", "first_seen",
-                "last_seen", "online")  # fmt: skip
-        rows = self.conn.execute(f"SELECT {', '.join(keys)} FROM devices ORDER BY name")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
-
-    def dead_letter_counts(self) -> dict[str, int]:
-        return {
-            str(reason): int(n)
-            for reason, n in self.conn.execute(
-                "SELECT reason, count(*) FROM dead_letters GROUP BY reason"
-            )
-        }
-
-    def counts(self) -> dict[str, int]:
-        out = {}
-        for table in (
-            "series",
-            "samples",
-            "events",
-            "dead_letters",
-            "devices",
-            "rollup_1m",
-            "rollup_1h",
-        ):
-            out[table] = int(self._one(f"SELECT count(*) FROM {table}"))
-        return out
 
 
 class PostgresWriter:

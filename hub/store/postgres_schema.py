@@ -12,7 +12,9 @@ receipts. Two differences, both for several hub workers on one database:
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+from hub.store.postgres_outbox_schema import OUTBOX_MIGRATION
+
+SCHEMA_VERSION = 6
 DAY_MS = 86_400_000
 
 # Version -> statements that bring a store of the version before to it, applied in order in
@@ -137,6 +139,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
         "CREATE INDEX alerts_device ON alerts (device, started_ms)",
     ),
+    # The InfluxDB outbox (branch pg-influx): the tables of hub.store.outbox, filled by a
+    # statement trigger on samples in the transaction that stores them (hub.store.postgres_outbox).
+    6: OUTBOX_MIGRATION,
 }
 SLOT_BITS = 20  # readings of one topic within one millisecond per worker: 2**20
 MAX_SLOT = (2**31 - 1) >> SLOT_BITS  # seq is a 32-bit INTEGER

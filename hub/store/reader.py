@@ -10,7 +10,12 @@ import threading
 from pathlib import Path
 
 from hub.store.sessions import SessionStore
-from hub.store.sqlite import Store, connect
+from hub.store.sqlite import Store, StoreError, connect
+
+
+class StoreUnavailable(StoreError):
+    """A store server (PostgreSQL) cannot be reached now; the message says which and why.
+    The web API answers 503 with it; the next read tries again."""
 
 
 class ReadStore(Store):

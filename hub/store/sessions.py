@@ -9,10 +9,11 @@ writes them, for `hub sessions export` and the dashboard's download alike.
 
 from __future__ import annotations
 
+import builtins
 import csv
 import sqlite3
 from collections.abc import Iterable, Iterator
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 import orjson
 
@@ -37,6 +38,9 @@ _COLUMNS = (
     "energy_wh",
     "distance_km",
 )
+
+# What a session shows of each alert of its device (the web API's SessionAlertOut).
+SESSION_ALERT_FIELDS = ("id", "rule", "severity", "state", "message", "started_ms", "resolved_ms")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rc_sessions (
@@ -99,6 +103,23 @@ class SessionStore:
             args = (vehicle,)
         sql += " ORDER BY start_ms DESC, id LIMIT ?"
         return [Session(*row) for row in self.conn.execute(sql, (*args, limit))]
+
+    def alerts(self, session: Session) -> builtins.list[dict[str, Any]]:
+        """Alerts of the session's device whose firing time overlaps the session."""
+        try:
+            rows = self.conn.execute(
+                f"SELECT {', '.join(SESSION_ALERT_FIELDS)} FROM alerts WHERE device = ? "
+                "AND started_ms <= ? AND (resolved_ms IS NULL OR resolved_ms >= ?) "
+                "ORDER BY started_ms, id",
+                (session.device, session.end_ms, session.start_ms),
+            ).fetchall()
+        except sqlite3.OperationalError:  # no alert engine has run on this database
+            return []
+        return [dict(zip(SESSION_ALERT_FIELDS, row, strict=True)) for row in rows]
+
+    def readings(self, session: Session) -> Iterator[Reading]:
+        """The session's readings from the core store's tables (NoSamples: none stored)."""
+        return session_readings(self.conn, session)
 
 
 class NoSamples(LookupError):

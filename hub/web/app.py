@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hub.store.reader import StoreUnavailable
 from hub.web.context import WebContext
 from hub.web.docs import install_docs
 from hub.web.params import reject_unknown_query_parameters
@@ -215,6 +216,12 @@ def create_app(ctx: WebContext) -> FastAPI:
         ]
         first = details[0] if details else {"where": "request", "problem": "invalid"}
         return _error(422, f"invalid request: {first['where']}: {first['problem']}", details)
+
+    @app.exception_handler(StoreUnavailable)
+    async def unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        # A PostgreSQL server that is down or restarting: say so, the next request retries.
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return _error(503, f"store unavailable: {exc}", headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:

@@ -23,7 +23,7 @@ from hub.web.app import create_app
 from hub.web.auth import TokenStore
 from hub.web.context import WebContext
 from hub.web.live import LiveFeed
-from hub.web.reader import Readers
+from hub.web.reader import open_readers
 from hub.web.routes.alerts import alert_dict
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ class WebComponent:
         self.live = LiveFeed(
             self.settings.live_queue, self.settings.live_max_clients, self.settings.live_coalesce
         )
-        self.readers = Readers(ports.reader.path)
+        self.readers = open_readers(ports.reader)
         self.server: _EmbeddedServer | None = None
         self.url: str | None = None
         self.error: str | None = None

@@ -15,14 +15,14 @@ from starlette.requests import HTTPConnection
 from hub import __version__
 from hub.web.auth import FailureLimiter, TokenStore
 from hub.web.live import LiveFeed
-from hub.web.reader import Readers
+from hub.web.reader import ReaderPool
 from hub.web.settings import WebSettings
 
 
 @dataclass
 class WebContext:
     settings: WebSettings
-    readers: Readers
+    readers: ReaderPool
     tokens: TokenStore
     live: LiveFeed = field(default_factory=LiveFeed)
     # Hub.status(): the same dict `hub status --json` shows.

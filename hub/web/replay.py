@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub.bus.mqtt import Message
 from hub.bus.reject import Rejected
 from hub.ingest import Committed
 from hub.store.sqlite import Batch, Store, mark_replayed
 
+if TYPE_CHECKING:
+    from hub.store.postgres import PostgresStore
+
 log = logging.getLogger(__name__)
 
 
 def replay(
-    store: Store,
+    store: Store | PostgresStore,
     router: Any,
     ids: list[int],
     reason: str | None,
@@ -74,8 +77,11 @@ def replay(
     committed = None
     if replayed:
         # The readings and the mark in one transaction: a replay is never half done.
-        batch.writes.append(lambda conn: mark_replayed(conn, replayed, now_ms))
-        store.commit(batch)
+        if isinstance(store, Store):
+            batch.writes.append(lambda conn: mark_replayed(conn, replayed, now_ms))
+            store.commit(batch)
+        else:
+            store.commit_replayed(batch, replayed, now_ms)
         committed = Committed(
             batch.readings, batch.events, batch.availability, time.time_ns() // 1_000_000
         )

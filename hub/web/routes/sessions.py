@@ -7,42 +7,28 @@ readings download as CSV or JSON Lines through the same code as `hub sessions ex
 from __future__ import annotations
 
 import io
-import sqlite3
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 
 from hub.derive.session import Session
-from hub.store.sessions import ExportFormat, NoSamples, export_readings, session_readings
+from hub.store.sessions import ExportFormat, NoSamples, export_readings
 from hub.web.context import Ctx, Reader
-from hub.web.models import ErrorResponse, SessionAlertOut, SessionOut
+from hub.web.models import ErrorResponse, SessionOut
+from hub.web.reader import ReadStoreLike
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"], dependencies=[Reader])
 
 _MEDIA = {"csv": "text/csv; charset=utf-8", "json": "application/x-ndjson"}
 _SUFFIX = {"csv": "csv", "json": "jsonl"}
-_ALERT_FIELDS = tuple(SessionAlertOut.model_fields)
 
 
-def _alerts(conn: sqlite3.Connection, session: Session) -> list[dict[str, Any]]:
-    """Alerts of the session's device whose firing time overlaps the session."""
-    try:
-        rows = conn.execute(
-            f"SELECT {', '.join(_ALERT_FIELDS)} FROM alerts WHERE device = ? AND started_ms <= ?"
-            " AND (resolved_ms IS NULL OR resolved_ms >= ?) ORDER BY started_ms, id",
-            (session.device, session.end_ms, session.start_ms),
-        ).fetchall()
-    except sqlite3.OperationalError:  # no alert engine has run on this database
-        return []
-    return [dict(zip(_ALERT_FIELDS, row, strict=True)) for row in rows]
-
-
-def _out(session: Session, conn: sqlite3.Connection) -> dict[str, Any]:
+def _out(session: Session, store: ReadStoreLike) -> dict[str, Any]:
     fields = (name for name in SessionOut.model_fields if name not in ("duration_s", "alerts"))
     return {
         **{name: getattr(session, name) for name in fields},
         "duration_s": session.duration_s,
-        "alerts": _alerts(conn, session),
+        "alerts": store.sessions.alerts(session),
     }
 
 
@@ -60,7 +46,7 @@ def list_sessions(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[dict[str, Any]]:
     store = ctx.readers.get()
-    return [_out(s, store.conn) for s in store.sessions.list(vehicle, limit)]
+    return [_out(s, store) for s in store.sessions.list(vehicle, limit)]
 
 
 @router.get(
@@ -70,7 +56,7 @@ def list_sessions(
     summary="One drive session",
 )
 def get_session(ctx: Ctx, session_id: Annotated[str, Path(max_length=200)]) -> dict[str, Any]:
-    return _out(_session(ctx, session_id), ctx.readers.get().conn)
+    return _out(_session(ctx, session_id), ctx.readers.get())
 
 
 @router.get(
@@ -96,7 +82,7 @@ def export_session(
     session = _session(ctx, session_id)
     out = io.StringIO()
     try:
-        export_readings(session_readings(ctx.readers.get().conn, session), out, fmt)
+        export_readings(ctx.readers.get().sessions.readings(session), out, fmt)
     except NoSamples as exc:
         raise HTTPException(404, str(exc)) from None
     name = f"{session.id}.{_SUFFIX[fmt]}"
