@@ -76,6 +76,7 @@ class Worker:
         self.router: Router | None = None
         self.lead = LeaderComponents(self._leader_ports)
         self._lead_changed = asyncio.Event()
+        self._leader_tasks: set[str] = set()
         self.web: WorkerWeb | None = None  # pg-read: the web API (hub/worker_web.py)
 
     def _fatal(self, reason: str) -> None:
@@ -199,7 +200,7 @@ class Worker:
             reader=StoreReader(self.config.store_path),
             decoder=self.router,
             status=self.status,
-            spawn=self.supervisor.spawn,
+            spawn=self._leader_spawn,
             find=lead.find,
         )
 
@@ -213,10 +214,28 @@ class Worker:
                 try:
                     await self.lead.start()
                 except Exception:  # logged by start(); try again while still leader
+                    await self._forget_leader_tasks()
                     await asyncio.sleep(self.leader_poll)
                     self._lead_changed.set()
             elif not self.leader.is_leader and self.lead.running:
-                await self.lead.stop()
+                await self._stop_lead()
+
+    def _leader_spawn(self, name: str, factory: Any, **options: Any) -> asyncio.Task[None]:
+        """The leader components' supervised tasks, remembered: they end with the lead."""
+        self._leader_tasks.add(name)
+        task: asyncio.Task[None] = self.supervisor.spawn(name, factory, **options)
+        return task
+
+    async def _forget_leader_tasks(self) -> None:
+        """Their components stopped (cancelled) them on purpose: out of the supervisor's
+        list, or health would report them as stopped tasks."""
+        for name in sorted(self._leader_tasks):
+            await self.supervisor.cancel(name)
+        self._leader_tasks.clear()
+
+    async def _stop_lead(self) -> None:
+        await self.lead.stop()
+        await self._forget_leader_tasks()
 
     def status(self) -> dict[str, Any]:
         ingest = self.ingest
@@ -255,7 +274,7 @@ class Worker:
         # only after these stopped.
         await self.supervisor.cancel("lead")
         if self.lead.running:
-            await self.lead.stop()
+            await self._stop_lead()
         if self.ingest is not None:
             try:
                 await self.ingest.stop()

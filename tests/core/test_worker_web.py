@@ -34,6 +34,9 @@ class WebWorker(WorkerProcess):
         super().__init__(workdir, broker_url, store_url, worker_id)
         # The overview readable without the token; each worker already has its own port.
         self.config["web"]["public_read"] = True
+        # No Home Assistant discovery from the leader: its retained configs come back to every
+        # worker on the discovery topics and would count as messages beside the readings.
+        self.config["homeassistant"] = {"discovery": {"enabled": False}}
         import yaml
 
         self.config_path.write_text(yaml.safe_dump(self.config))
