@@ -8,9 +8,11 @@ it is stored exactly when the slice counts as read: a takeover neither loses nor
 Those writes add feed rows of their own, so the alert engine and Home Assistant see the
 derived readings too. What the clock derives (an hour closing) is written by a tick.
 
-Not carried over a takeover: the filters' memory (the hour being averaged, NowCast's 12 hours,
-an RC session in progress) starts empty on the new leader. Drive sessions (`rc_sessions`)
-are not written on PostgreSQL yet: counted and logged once.
+Closed drive sessions go to `rc_sessions` the same way (in the transaction of the slice that
+closed them). Not carried over a takeover: the filters' memory (the hour being averaged,
+NowCast's 12 hours, an RC session in progress) starts empty on the new leader; a session in
+progress when the leader stops is closed and stored (as `hub run` does on shutdown), one in
+progress when it is killed is lost.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from hub.derive.pipeline import Derivations, Derived
+from hub.derive.session import Session
 from hub.ingest import Committed
 from hub.model import Reading
 from hub.store.postgres import PostgresStore
+from hub.store.sessions import _COLUMNS as SESSION_COLUMNS
 from hub.store.sqlite import Batch, tags_key
 
 if TYPE_CHECKING:
@@ -38,6 +42,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DERIVED = "derived"
+SAVE_SESSION = (
+    f"INSERT INTO rc_sessions ({', '.join(SESSION_COLUMNS)}) VALUES "
+    f"({', '.join(['%s'] * len(SESSION_COLUMNS))}) ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c}=excluded.{c}" for c in SESSION_COLUMNS[1:])
+)
 
 
 class LeaderDerivations:
@@ -54,7 +63,7 @@ class LeaderDerivations:
         self.derived = 0
         self.failures = 0
         self.write_errors = 0
-        self.sessions_not_stored = 0
+        self.sessions_stored = 0
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -76,10 +85,26 @@ class LeaderDerivations:
             log.exception("Derivations failed; their outputs for this batch are missing")
             return []
         if out.writes:
-            if not self.sessions_not_stored:
-                log.warning("Drive sessions are not stored on PostgreSQL yet: not written")
-            self.sessions_not_stored += len(out.writes)
+            self._save_sessions([w.keywords["session"] for w in out.writes])  # type: ignore[attr-defined]
         return out.readings
+
+    def _save_sessions(self, sessions: list[Session]) -> None:
+        """Closed drive sessions (the pipeline's SQLite writes carry them), as
+        PostgresSessions.save writes them, through the leader's connection."""
+
+        def job(conn: psycopg.Connection[Any]) -> int:
+            for session in sessions:
+                conn.execute(SAVE_SESSION, tuple(getattr(session, c) for c in SESSION_COLUMNS))
+            return len(sessions)
+
+        def saved(future: Future[Any]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                self.sessions_stored += len(sessions)
+            else:
+                self.write_errors += 1
+                log.error("Drive sessions not stored: %r", future.exception())
+
+        self.db.submit(job).add_done_callback(saved)
 
     def _write(self, readings: list[Reading]) -> Future[Any] | None:
         """Through the leader's connection: inside a feed slice's transaction when the feed
@@ -132,7 +157,7 @@ class LeaderDerivations:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._run(self.derivations.close)  # sessions in progress: counted, not stored
+        self._write(self._run(self.derivations.close))  # sessions in progress: stored
         await asyncio.get_running_loop().run_in_executor(None, self.db.flush)
         await asyncio.to_thread(self.store.close)
 
@@ -142,7 +167,7 @@ class LeaderDerivations:
             "derived_stored": self.derived,
             "failures": self.failures,
             "write_errors": self.write_errors,
-            "sessions_not_stored": self.sessions_not_stored,
+            "sessions_stored": self.sessions_stored,
             "vehicles": len(self.derivations.vehicles),
         }
 
