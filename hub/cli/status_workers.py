@@ -51,6 +51,14 @@ def read_workers(config: HubConfig) -> list[dict[str, Any]]:
     return out
 
 
+def _leading(worker: dict[str, Any]) -> str:
+    """'yes' and the leader components it runs (feed, derive, alerts), for the leader."""
+    if not worker.get("leader"):
+        return ""
+    running = (worker.get("leader_components") or {}).get("running") or []
+    return f"yes ({', '.join(running)})" if running else "yes"
+
+
 def forwarding(workers: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The InfluxDB forwarder's section of the running leader's status file (the others say
     "standby"), or None when no running leader reports one."""
@@ -118,6 +126,21 @@ def workers_status(config: HubConfig, as_json: bool) -> None:
         table.add_row(
             "Dead letters", ", ".join(f"{k}: {v}" for k, v in sorted(dead.items())) or "none"
         )
+    alerts = next(
+        (
+            (w.get("client_id"), w["leader_components"]["alerts"])
+            for w in workers
+            if w["running"] and w.get("leader")
+            and isinstance(w.get("leader_components", {}).get("alerts"), dict)
+        ),
+        None,
+    )  # fmt: skip
+    if alerts is not None:
+        name, section = alerts
+        table.add_row(
+            "Alerts",
+            f"{section.get('firing', 0)} firing, {section.get('rules', 0)} rules (engine on {name})",
+        )
     influx = forwarding(workers)
     if influx is not None:
         health = influx.get("health") or {}
@@ -145,7 +168,7 @@ def workers_status(config: HubConfig, as_json: bool) -> None:
             "[green]running[/]"
             if w["running"]
             else f"[red]not running[/] ({w['age_s']:.0f} s old)",
-            "yes" if w.get("leader") else "",
+            _leading(w),
             str(w.get("messages", 0)),
             str(w.get("readings_stored", 0)),
             "[green]ok[/]" if ok else f"[red]degraded[/]: {health.get('reason', '')}",

@@ -293,6 +293,14 @@ def test_two_workers_one_killed_mid_stream_store_every_reading_once(
             20, what="an alert fired by the moved-back leader",
         )  # fmt: skip
         assert victim.leading() == ["feed", "derive", "alerts"] and survivor.leading() == []
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+        shown = subprocess.run(
+            [sys.executable, "-m", "hub", "status", "-c", str(victim.config_path)],
+            capture_output=True, text=True, timeout=60, cwd=victim.workdir,
+            env={**env, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert "engine on hubw-" in shown.stdout and "yes (feed, derive, alerts)" in shown.stdout
         time.sleep(1.0)  # the last announcements reach the watcher
         check_alerts(pg_url, watcher.snapshot(), kill_ms)
         assert watcher.snapshot()[-1] != ("hub/status", b"offline")
