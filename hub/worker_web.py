@@ -10,9 +10,10 @@ from the worker's own parts as Ports:
   the share of the stream that the broker hands this worker, not the whole stream;
 - status: this worker's status in the shape `hub run` gives /api/health and /metrics
   (broker, ingest, store, tasks, health), plus a `worker` section (leader or not);
-- find("alerts"): the alert engine runs on the leader (or nowhere yet), not in this process,
-  so the API reads active alerts and their history from the store and answers 503, saying
-  why, to acknowledge or silence.
+- find("alerts"): the alert engine runs on the leader, not (necessarily) in this process,
+  so the API reads active alerts and their history from the store, and sends acknowledge
+  and silence to the leader's engine as `hub alerts` does (alert_commands), waiting for
+  its answer.
 
 PostgreSQL itself is probed every status interval through a reader of its own: a stopped
 server makes /api/health answer "degraded" with the reason while ingest is idle too.
@@ -26,9 +27,11 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, cast
 
+import psycopg
 from fastapi import HTTPException
 
 from hub import __version__
+from hub.alerts.pg_store import PgAlertStore, open_cli_store
 from hub.ports import Ports, StoreReader
 from hub.store.postgres import redact
 from hub.store.postgres_read import PostgresReadStore
@@ -43,13 +46,23 @@ SIZE_EVERY = 30.0  # seconds between pg_database_size() calls (it walks the data
 
 
 class StoreAlerts:
-    """Alerts as the store has them, for an API whose process runs no alert engine."""
+    """Alerts as the store has them, for an API whose process runs no alert engine.
+
+    Acknowledge and silence go to the engine as `hub alerts` sends them: a row in
+    alert_commands, which the leader's engine applies on its next tick. The answer waits for
+    that (at most `wait` seconds); without a leader to apply it, it says so (503) and the
+    command stays queued for the next leader."""
 
     name = "alerts"
 
-    def __init__(self, reader: PostgresReadStore, client_id: str) -> None:
+    def __init__(
+        self, reader: PostgresReadStore, client_id: str, url: str, wait: float = 5.0
+    ) -> None:
         self.reader = reader
         self.client_id = client_id
+        self.url = url
+        self.wait = wait
+        self._commands: PgAlertStore | None = None
 
     async def active(self) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.reader.alert_rows, True, 1000)
@@ -57,25 +70,58 @@ class StoreAlerts:
     async def history(self, limit: int = 100, device: str | None = None) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.reader.alert_rows, False, limit, device)
 
-    def _elsewhere(self) -> HTTPException:
-        return HTTPException(
-            503,
-            f"this worker ({self.client_id}) shows alerts from the store; acknowledging and "
-            "silencing need the alert engine, which does not run in this process: use "
-            "'hub alerts' where the engine runs",
-        )
+    def _command(self, command: str, target: str, by: str | None, until_ms: int | None) -> str:
+        """Thread: queue a command for the leader's engine and wait for its result."""
+        if self._commands is None:
+            self._commands = open_cli_store(self.url)
+        store = self._commands
+        try:
+            command_id = store.add_command(int(time.time() * 1000), command, target, by, until_ms)
+            deadline = time.monotonic() + self.wait
+            while time.monotonic() < deadline:
+                applied, result = store.command_result(command_id)
+                if applied:
+                    break
+                time.sleep(0.1)
+            else:
+                raise HTTPException(
+                    503,
+                    f"queued as alert command {command_id}, but no alert engine applied it "
+                    f"within {self.wait:.0f} s: the leader worker runs the engine (is one "
+                    "running? 'hub status'); the next leader applies it",
+                )
+        except (psycopg.Error, StoreUnavailable) as exc:
+            self._commands.close()
+            self._commands = None
+            raise HTTPException(503, f"store unreachable: {' '.join(str(exc).split())}") from exc
+        if result and result.startswith("error"):
+            raise KeyError(result.removeprefix("error: "))
+        return result or "ok"
 
     async def acknowledge(self, alert_id: int, by: str) -> Any:
-        raise self._elsewhere()
+        await asyncio.to_thread(self._command, "ack", str(alert_id), by, None)
+        return await asyncio.to_thread(self.reader.alert_row, alert_id)
 
     async def silence(self, target: int | str, until_ms: int, by: str) -> Any:
-        raise self._elsewhere()
+        await asyncio.to_thread(self._command, "silence", str(target), by, until_ms)
+        firing = await asyncio.to_thread(self.reader.alert_rows, True, 1000)
+        if isinstance(target, str):
+            return [a for a in firing if a["rule"] == target]
+        alert = await asyncio.to_thread(self.reader.alert_row, target)
+        key = (alert["rule"], alert["device"]) if alert else None
+        return [a for a in firing if (a["rule"], a["device"]) == key]
 
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
         return None
+
+    def close(self) -> None:
+        self.reader.close()
+        if self._commands is not None:
+            self._commands.close()
+            self._commands = None
 
     def status(self) -> dict[str, Any]:
         return {}
@@ -90,7 +136,12 @@ class WorkerWeb:
         self.probe = PostgresReadStore(
             worker.url, connect_timeout=3, name=f"{worker.client_id}-health"
         )
-        self.alerts = StoreAlerts(PostgresReadStore(worker.url, name=f"{worker.client_id}-alerts"), worker.client_id)  # fmt: skip
+        self.alerts = StoreAlerts(
+            PostgresReadStore(worker.url, name=f"{worker.client_id}-alerts"),
+            worker.client_id,
+            worker.url,
+            wait=max(5.0, worker.config.alerts.tick * 5),
+        )
         self.store_problem: str | None = None
         self.size_bytes = 0
         self.started_at = time.time()
@@ -133,7 +184,7 @@ class WorkerWeb:
                 await component.stop()
             self.component = None
             await asyncio.to_thread(self.probe.close)
-            await asyncio.to_thread(self.alerts.reader.close)
+            await asyncio.to_thread(self.alerts.close)
 
     async def _probe(self, size: bool) -> None:
         try:

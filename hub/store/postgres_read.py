@@ -253,6 +253,14 @@ class PostgresQueries:
         with self._reading() as conn:
             return [dict(zip(keys, row, strict=True)) for row in conn.execute(sql, args)]
 
+    def alert_row(self, alert_id: int) -> dict[str, Any] | None:
+        """One alert as the alert engine stored it, or None."""
+        with self._reading() as conn:
+            row = conn.execute(
+                f"SELECT {', '.join(ALERT_FIELDS)} FROM alerts WHERE id = %s", (alert_id,)
+            ).fetchone()
+            return dict(zip(ALERT_FIELDS, row, strict=True)) if row else None
+
     def alert_rows(
         self, firing_only: bool = False, limit: int = 100, device: str | None = None
     ) -> list[dict[str, Any]]:

@@ -158,6 +158,39 @@ def test_every_worker_answers_what_the_other_stored_and_says_when_postgres_is_do
             lines = [orjson.loads(line) for line in done.stdout.splitlines()]
             assert sorted(x["mean"] for x in lines) == [float(i) for i in range(MESSAGES)]
 
+            # An alert fires on the leader's engine; a worker that is not the leader lists it,
+            # and its acknowledge and silence reach the engine (alert_commands) and answer
+            # with what the engine did.
+            hot = Publisher(mosquitto.host, mosquitto.port, "hot-publisher")
+            hot.publish(
+                "hub/readings/rig0",
+                orjson.dumps({"ts_ms": int(time.time() * 1000), "values": {"current": 9e6}}),
+            )
+            assert hot.flush(30)
+            hot.close()
+            follower = next(w for w in workers if not w.status().get("leader"))
+            (alert,) = wait_for(lambda: follower.get("/api/alerts").json(), 30, what="alert")
+            assert alert["rule"] == "current_high" and alert["device"] == "rig0"
+            acked = httpx.post(
+                f"{follower.base}/api/alerts/{alert['id']}/ack", json={"by": "tester"},
+                headers=follower.auth, timeout=30,
+            )  # fmt: skip
+            assert acked.status_code == 200, acked.text
+            assert acked.json()["acknowledged_by"] == "tester"
+            unknown = httpx.post(
+                f"{follower.base}/api/alerts/987654/ack", json={}, headers=follower.auth,
+                timeout=30,
+            )  # fmt: skip
+            assert unknown.status_code == 404 and "987654" in unknown.text, unknown.text
+            silenced = httpx.post(
+                f"{follower.base}/api/alerts/silence",
+                json={"rule": "current_high", "duration_s": 600}, headers=follower.auth,
+                timeout=30,
+            )  # fmt: skip
+            assert silenced.status_code == 200, silenced.text
+            assert [a["id"] for a in silenced.json()["alerts"]] == [alert["id"]]
+            assert count(server.url, "SELECT count(*) FROM alert_silences") == 1
+
             server.stop()
             done = hub_cli(workers[0], "query", "current")
             assert done.returncode == 1 and "PostgreSQL store unreachable" in done.stderr
@@ -182,7 +215,7 @@ def test_every_worker_answers_what_the_other_stored_and_says_when_postgres_is_do
                     lambda w=worker: w.get("/api/health").status_code == 200, 30, what="health ok"
                 )
                 # The API's own connections were dropped with the server: opened again.
-                wait_for(lambda w=worker: len(values_of(w, t0 - 1000)) == MESSAGES, 30, what="reads")  # fmt: skip
+                wait_for(lambda w=worker: len(values_of(w, t0 - 1000)) == MESSAGES + 1, 30, what="reads")  # fmt: skip
         finally:
             codes = [w.stop() for w in workers if w.proc is not None]
         assert codes == [0, 0]
