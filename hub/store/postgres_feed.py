@@ -287,6 +287,7 @@ class FeedComponent:
     its LeaderDb through `ports.find("feed").db`."""
 
     name = "feed"
+    cleanup_every = 5.0  # seconds between deletions of the rows below the committed horizon
 
     def __init__(self, ports: Ports, url: str, poll: float = 0.1) -> None:
         self.ports = ports
@@ -321,7 +322,7 @@ class FeedComponent:
 
     async def _run(self) -> None:
         """Until cancelled (stop() waits for the slice in hand first)."""
-        next_cleanup = time.monotonic() + 5
+        next_cleanup = time.monotonic() + self.cleanup_every
         while True:
             if self._stopping or self.fenced:
                 await asyncio.Event().wait()  # parked until stop() cancels the task
@@ -338,19 +339,21 @@ class FeedComponent:
                     if self.last_error and not rows:
                         log.info("The feed works again")
                         self.last_error = ""
-                if rows:
-                    self._deliver(rows)
-                    try:
+                try:
+                    if rows:
+                        self._deliver(rows)
                         await self._commit(end)
-                    except Fenced as exc:
-                        self.fenced = True
-                        self.last_error = str(exc)
-                        log.error("%s; the feed stops here", exc)
-                        continue
-                self.horizon = end
-                if time.monotonic() >= next_cleanup:
-                    next_cleanup = time.monotonic() + 5
-                    await self._cleanup()
+                    self.horizon = end
+                    if time.monotonic() >= next_cleanup:
+                        next_cleanup = time.monotonic() + self.cleanup_every
+                        await self._cleanup()
+                except Fenced as exc:
+                    # Any write of this leader can find it: the commit of a slice, or the
+                    # cleanup after a PostgreSQL restart moved the lock to another worker.
+                    self.fenced = True
+                    self.last_error = str(exc)
+                    log.error("%s; the feed stops here", exc)
+                    continue
             if not more:  # caught up: wait for more
                 await asyncio.sleep(self.poll)
 

@@ -209,3 +209,46 @@ def test_one_failing_write_in_a_slice_spoils_neither_the_others_nor_the_cursor(
         assert conn.execute("SELECT count(*) FROM side").fetchone() == (1,)
         assert conn.execute("SELECT horizon::text FROM feed_cursor").fetchone() == ("4",)
     db.close()
+
+
+@pytest.mark.postgres
+def test_a_fenced_leader_parks_its_feed_whichever_write_finds_out(pg_url: str) -> None:
+    """A PostgreSQL restart moves the lock while the old leader's feed is idle: its next
+    write is the cleanup of old rows, which finds the fence. The feed parks (and says why)
+    instead of failing its task with a traceback."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from hub.ports import CommittedFeed
+    from hub.store.postgres_feed import FeedComponent
+
+    PostgresStore(pg_url).close()
+
+    async def run() -> None:
+        tasks: list[asyncio.Task[None]] = []
+
+        def spawn(name: str, factory: Any, restart: bool = False) -> asyncio.Task[None]:
+            tasks.append(asyncio.create_task(factory()))
+            return tasks[-1]
+
+        ports = SimpleNamespace(
+            publisher=SimpleNamespace(client_id="w1"), committed=CommittedFeed(), spawn=spawn
+        )
+        feed = FeedComponent(ports, pg_url, poll=0.05)  # type: ignore[arg-type]
+        feed.cleanup_every = 0.2
+        await feed.start()
+        feed.begin()
+        await asyncio.sleep(0.5)  # idle and caught up, cleaning up as it goes
+        assert not feed.fenced and feed.last_error == ""
+        other = LeaderDb(pg_url, "w2")
+        await asyncio.to_thread(other.take_over)
+        for _ in range(100):
+            if feed.fenced:
+                break
+            await asyncio.sleep(0.05)
+        assert feed.fenced and "fenced" in feed.last_error
+        assert not tasks[0].done(), tasks[0]  # parked, not failed
+        await feed.stop()
+        other.close()
+
+    asyncio.run(run())
