@@ -485,9 +485,13 @@ class Workers:
     """`hub run --worker` processes on one shared group and one PostgreSQL store."""
 
     def __init__(
-        self, workdir: Path, port: int, url: str, count: int, leader_parts: bool = True
-    ) -> None:
+        self, workdir: Path, port: int, url: str, count: int, leader_parts: bool = True,
+        run: int = 0,
+    ) -> None:  # fmt: skip
         self.workdir = workdir
+        # A client id and group of its own per run: the persistent sessions of an earlier
+        # run stay members of their group at the broker and would take a share of this one.
+        self.client_id = f"bench-w{count}r{run}"
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "hub.yaml"
         self.config.write_text(
@@ -496,9 +500,10 @@ class Workers:
                     "data_dir": str(workdir / "data"),
                     "broker": {
                         "url": f"mqtt://127.0.0.1:{port}",
-                        "client_id": "bench-w",
-                        "shared_group": "bench",
+                        "client_id": self.client_id,
+                        "shared_group": f"bench{count}r{run}",
                     },
+                    "web": {"host": "127.0.0.1", "port": 0},  # several on one machine
                     "store": {"url": url},
                     "status": {"interval": "0.25s", "publish_stats": False},
                     "log": {"level": "warning"},
@@ -515,7 +520,7 @@ class Workers:
         out = []
         for worker_id in self.ids:
             try:
-                path = self.workdir / "data" / f"worker-bench-w-{worker_id}.json"
+                path = self.workdir / "data" / f"worker-{self.client_id}-{worker_id}.json"
                 out.append(orjson.loads(path.read_bytes()))
             except (OSError, ValueError):
                 out.append({})
@@ -574,17 +579,18 @@ def empty_store(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "TRUNCATE samples, series, rollup_dirty, rollup_1m, rollup_1h, mqtt_receipts, "
-            "events, devices, dead_letters, feed, alerts, alert_events"
+            "events, devices, dead_letters, feed, alerts, alert_events, outbox, outbox_gaps "
+            "CASCADE"  # CASCADE: the outbox's dead points refer to dead_letters
         )
 
 
 def bench_workers(
     workdir: Path, port: int, url: str, count: int, items: list[tuple[str, bytes]], rate: float,
-    seconds: float, raw_rate: float, leader_parts: bool = True,
+    seconds: float, raw_rate: float, leader_parts: bool = True, run: int = 0,
 ) -> float:  # fmt: skip
     n = len(items)
     empty_store(url)
-    workers = Workers(workdir / f"workers{count}", port, url, count, leader_parts)
+    workers = Workers(workdir / f"workers{count}r{run}", port, url, count, leader_parts, run)
     workers.start()  # once, to create each member's persistent session in the group
     workers.stop()
     publish_all(port, items)
@@ -701,12 +707,12 @@ def main() -> None:
                 if args.store:
                     parts = args.worker_alerts == "on"
                     ones, twos = [], []
-                    for _ in range(args.repeat):  # alternating, as the drains above
+                    for run in range(args.repeat):  # alternating, as the drains above
                         for count, runs in ((1, ones), (2, twos)):
                             runs.append(
                                 bench_workers(
                                     workdir, port, args.store, count, items, args.rate,
-                                    args.seconds, raw_rate, parts,
+                                    args.seconds, raw_rate, parts, run,
                                 )
                             )  # fmt: skip
                     one, two = statistics.median(ones), statistics.median(twos)
