@@ -11,8 +11,9 @@ opened again after the server dropped it).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Generic, Protocol, TypeAlias, TypeVar
 
 from hub.store.reader import ReadStore
 
@@ -21,6 +22,13 @@ if TYPE_CHECKING:
     from hub.store.postgres_read import PostgresReadStore
 
 __all__ = ["PostgresReaders", "ReadStore", "Readers", "device_list", "latest", "open_readers"]
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Closable)
 
 # What an endpoint gets from `ctx.readers.get()`: either backend's read-only store.
 ReadStoreLike: TypeAlias = "ReadStore | PostgresReadStore"
@@ -32,17 +40,20 @@ class ReaderPool(Protocol):
     def close(self) -> None: ...
 
 
-class Readers:
-    def __init__(self, path: Path) -> None:
-        self.path = path
+class _PerThread(Generic[S]):
+    """One store per thread, opened on first use (a connection must not be shared between
+    threads); `close` closes every one."""
+
+    def __init__(self, open_store: Callable[[], S]) -> None:
+        self._open = open_store
         self._local = threading.local()
-        self._all: list[ReadStore] = []
+        self._all: list[S] = []
         self._lock = threading.Lock()
 
-    def get(self) -> ReadStore:
-        store: ReadStore | None = getattr(self._local, "store", None)
+    def get(self) -> S:
+        store: S | None = getattr(self._local, "store", None)
         if store is None:
-            store = ReadStore(self.path)
+            store = self._open()
             self._local.store = store
             with self._lock:
                 self._all.append(store)
@@ -55,32 +66,24 @@ class Readers:
             self._all.clear()
 
 
-class PostgresReaders:
+class Readers(_PerThread[ReadStore]):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(lambda: ReadStore(path))
+
+
+class PostgresReaders(_PerThread["PostgresReadStore"]):
     """One PostgresReadStore per thread, on the store at `url` (connections open lazily:
     a server that is down makes requests answer 503, not the web API fail to start)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._local = threading.local()
-        self._all: list[PostgresReadStore] = []
-        self._lock = threading.Lock()
+        super().__init__(self._connect)
 
-    def get(self) -> PostgresReadStore:
+    def _connect(self) -> PostgresReadStore:
         from hub.store.postgres_read import PostgresReadStore
 
-        store: PostgresReadStore | None = getattr(self._local, "store", None)
-        if store is None:
-            store = PostgresReadStore(self.url, name="hub-web")
-            self._local.store = store
-            with self._lock:
-                self._all.append(store)
-        return store
-
-    def close(self) -> None:
-        with self._lock:
-            for store in self._all:
-                store.close()
-            self._all.clear()
+        return PostgresReadStore(self.url, name="hub-web")
 
 
 def open_readers(reader: StoreReader) -> Readers | PostgresReaders:
