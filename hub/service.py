@@ -30,6 +30,7 @@ from hub.ingest import IngestCore
 from hub.ports import CommittedFeed, Ports, StoreReader
 from hub.runtime import Supervisor
 from hub.sources.simulate import Simulation, SimulatorPublisher, run_live, simulated_vehicle
+from hub.status_parts import MessageRate, connection_fields, ingest_fields
 from hub.store.sqlite import DeadLetterLimits, Store
 from hub.store.writer import StoreWriter
 
@@ -53,8 +54,7 @@ class Hub:
         self.supervisor = Supervisor(self._fatal)
         self._sim_thread: threading.Thread | None = None
         self._sim_stop = threading.Event()
-        self._last_rate_sample: tuple[float, int] = (time.monotonic(), 0)
-        self.message_rate = 0.0
+        self.message_rate = MessageRate()
         self.ready = asyncio.Event()
         self.components: list[Component] = []
         self._status_error: str | None = None
@@ -265,12 +265,6 @@ class Hub:
 
     def status(self, state: str = "running") -> dict[str, Any]:
         connection, ingest = self.connection, self.ingest
-        now = time.monotonic()
-        received = connection.stats.received if connection else 0
-        last_t, last_n = self._last_rate_sample
-        if now - last_t >= 0.5:
-            self.message_rate = (received - last_n) / (now - last_t)
-            self._last_rate_sample = (now, received)
         host, port, tls = self.config.broker.host_port_tls
         store = self.store
         data: dict[str, Any] = {
@@ -285,20 +279,10 @@ class Hub:
                 "url": f"{'mqtts' if tls else 'mqtt'}://{host}:{port}",
                 "managed": self.config.broker.is_managed,
                 "managed_restarts": self.broker.restarts if self.broker else 0,
-                "state": connection.state.value if connection else "stopped",
                 "client_id": connection.client_id if connection else None,
-                **(
-                    {k: v for k, v in vars(connection.stats).items() if k != "history"}
-                    if connection
-                    else {}
-                ),
-                "pending": connection.pending() if connection else 0,
+                **connection_fields(connection),
             },
-            "ingest": {
-                **(ingest.stats.as_dict() if ingest else {}),
-                "messages_per_s": round(self.message_rate, 1),
-                "in_hand": ingest.in_hand if ingest else 0,
-            },
+            "ingest": ingest_fields(ingest, connection, self.message_rate),
             "store": {
                 "path": str(self.config.store_path),
                 "size_bytes": store.size_bytes() if store else 0,

@@ -33,6 +33,7 @@ from fastapi import HTTPException
 from hub import __version__
 from hub.alerts.pg_store import PgAlertStore, open_cli_store
 from hub.ports import Ports, StoreReader
+from hub.status_parts import MessageRate, connection_fields, ingest_fields
 from hub.store.postgres import redact
 from hub.store.postgres_read import PostgresReadStore
 from hub.store.reader import StoreUnavailable
@@ -145,8 +146,7 @@ class WorkerWeb:
         self.store_problem: str | None = None
         self.size_bytes = 0
         self.started_at = time.time()
-        self._rate: tuple[float, int] = (time.monotonic(), 0)
-        self.message_rate = 0.0
+        self.message_rate = MessageRate()
 
     def ports(self) -> Ports:
         worker = self.worker
@@ -207,12 +207,6 @@ class WorkerWeb:
         """The worker's status in the shape of Hub.status (for /api/health and /metrics)."""
         worker = self.worker
         connection, ingest = worker.connection, worker.ingest
-        received = connection.stats.received if connection else 0
-        now = time.monotonic()
-        last_t, last_n = self._rate
-        if now - last_t >= 0.5:
-            self.message_rate = (received - last_n) / (now - last_t)
-            self._rate = (now, received)
         host, port, tls = worker.config.broker.host_port_tls
         data: dict[str, Any] = {
             "version": __version__,
@@ -230,20 +224,10 @@ class WorkerWeb:
             "broker": {
                 "url": f"{'mqtts' if tls else 'mqtt'}://{host}:{port}",
                 "managed": False,
-                "state": connection.state.value if connection else "stopped",
                 "client_id": worker.client_id,
-                **(
-                    {k: v for k, v in vars(connection.stats).items() if k != "history"}
-                    if connection
-                    else {}
-                ),
-                "pending": connection.pending() if connection else 0,
+                **connection_fields(connection),
             },
-            "ingest": {
-                **(ingest.stats.as_dict() if ingest else {}),
-                "messages_per_s": round(self.message_rate, 1),
-                "in_hand": ingest.in_hand if ingest else 0,
-            },
+            "ingest": ingest_fields(ingest, connection, self.message_rate),
             "store": {"url": redact(worker.url), "size_bytes": self.size_bytes},
             "tasks": worker.supervisor.status(),
             "web": self.component.status() if self.component else {},
