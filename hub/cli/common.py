@@ -74,3 +74,17 @@ def store_path_or_exit(config: HubConfig) -> Path:
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists (one of another user's counts). 0 and below are not
+    processes: os.kill would signal a whole process group."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import sys
 import time
@@ -22,22 +21,13 @@ from hub.cli.common import (
     err_console,
     load_or_exit,
     parse_since,
+    process_alive,
     store_path_or_exit,
 )
 from hub.service import STATUS_FILE
 from hub.store.sqlite import SeriesPoints, Store, connect
 
 console = Console()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fmt_ts(ms: int | float | None) -> str:
@@ -109,7 +99,9 @@ def status(config_path: Path | None, as_json: bool) -> None:
     data: dict[str, Any] = {}
     if status_file.exists():
         data = orjson.loads(status_file.read_bytes())
-    running = bool(data) and data.get("state") == "running" and _alive(int(data.get("pid", 0)))
+    running = (
+        bool(data) and data.get("state") == "running" and process_alive(int(data.get("pid", 0)))
+    )
     counts: dict[str, int] = {}
     dead: dict[str, int] = {}
     store_error = None

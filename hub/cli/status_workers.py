@@ -7,7 +7,6 @@ reached is shown as such (exit 1), never a traceback.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any
@@ -17,21 +16,10 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from hub.cli.common import process_alive
 from hub.config import HubConfig
 
 console = Console()
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_workers(config: HubConfig) -> list[dict[str, Any]]:
@@ -46,7 +34,7 @@ def read_workers(config: HubConfig) -> list[dict[str, Any]]:
             continue  # being replaced right now, or not ours
         age = time.time() - float(data.get("updated_at") or 0)
         data["age_s"] = round(age, 1)
-        data["running"] = _alive(int(data.get("pid") or 0)) and age <= stale_after
+        data["running"] = process_alive(int(data.get("pid") or 0)) and age <= stale_after
         out.append(data)
     return out
 
