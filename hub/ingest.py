@@ -18,6 +18,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -38,6 +39,7 @@ INTERNAL_ERROR = "internal_error"
 DERIVE_SOURCE = "derive"  # dead letters of a deriver that failed
 DERIVER_FAILED = "deriver_failed"
 MAX_DEAD_INPUTS = 1000  # readings kept in such a dead letter
+HANDOFF_CHECK_S = 5.0  # how often the loop looks for a due batch nobody handed over
 T = TypeVar("T")
 A = TypeVar("A")
 
@@ -72,6 +74,8 @@ class IngestWriter(Protocol):
     def store(self) -> IngestStore: ...
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]: ...
 
 
 class DerivedLike(Protocol):
@@ -117,6 +121,7 @@ class IngestStats:
     commit_failures: int = 0
     deriver_failures: int = 0
     retained_known: int = 0  # retained states whose value the store already ended with
+    handoffs_rescued: int = 0  # due batches the loop's safety net found not handed over (a bug)
     rejected: Counter[str] = field(default_factory=Counter)
     deriver_failures_by: Counter[str] = field(default_factory=Counter)  # per deriver
     last_batch_size: int = 0
@@ -228,6 +233,10 @@ class IngestCore:
         self.last_commit_at = time.monotonic()
         self._free_checked = (0.0, 1 << 62)
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # What the store thread hands back to the loop: a batch whose first commit failed
+        # (the retries run on the loop), or an unexpected exception (ingest fails)
+        self._handbacks: asyncio.Queue[HandBack] = asyncio.Queue()
         self._stopping = False
         self._busy = False
         self._loaded = False
@@ -259,22 +268,24 @@ class IngestCore:
         then left unacknowledged: the broker delivers it again at the next start.
         """
         self._stopping = True
+        in_hand = self.connection.stop_delivering() if self._loop is not None else False
         task = self._task
-        if task is not None and not task.done():
-            if not self._busy:
-                task.cancel()
-            try:
-                await asyncio.wait_for(asyncio.shield(task), grace)
-            except TimeoutError:
-                log.error(
-                    "Stopping with %d messages not committed (%s); the broker delivers them "
-                    "again at the next start", self.in_hand, self.stall.reason if self.stall else "busy",
-                )  # fmt: skip
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        if task is None or task.done():
+            return
+        deadline = time.monotonic() + grace
+        # The batch in hand is in the store thread, or retried by the task: wait for either.
+        while (in_hand := self.connection.delivering) and not task.done():
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.01)
+        if in_hand and not task.done():
+            log.error(
+                "Stopping with %d messages not committed (%s); the broker delivers them "
+                "again at the next start", self.in_hand, self.stall.reason if self.stall else "busy",
+            )  # fmt: skip
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
     def health(self) -> dict[str, str]:
         """ok, or degraded with the reason (the store part of /api/health and `hub status`)."""
@@ -397,27 +408,83 @@ class IngestCore:
         return await self.writer.call(fn, *args)
 
     async def _run(self) -> None:
-        while not self._stopping:
-            batch = await self.connection.next_batch(self.batch_max, self.batch_wait)
-            # While busy, stop() waits instead of cancelling: the batch in hand commits and is acked.
-            self._busy = True
-            self.in_hand = len(batch)
-            # Prepared and committed in one trip to the store thread (one wake-up of it and one
-            # of the loop per batch); only a failure comes back for the retries.
-            prepared, committed, failure = await self.writer.call(self._prepare_commit, batch)
-            if prepared is None:
-                prepared = await self._prepare_retrying(batch, failure)
-                if prepared is None:  # stopping while the store fails: not acked, redelivered later
-                    return
-                failure = None
-            if committed is None:
+        """Batches go from paho's thread straight to the store thread, which commits, acks
+        and hands the committed batch to the loop in one call (`_commit_in_store_thread`).
+        This task handles only what comes back: a batch whose first commit failed (retried
+        here with backoff, stall and health as before) or an unexpected error (raised: the
+        supervisor stops the hub)."""
+        self._loop = asyncio.get_running_loop()
+        self.connection.deliver_batches(self._submit, self.batch_max, self.batch_wait)
+        try:
+            while not self._stopping:
+                try:
+                    async with asyncio.timeout(HANDOFF_CHECK_S):
+                        batch, prepared, failure = await self._handbacks.get()
+                except TimeoutError:
+                    # A safety net that should never catch anything: a due batch is offered by
+                    # paho's thread, or by the store thread when the batch before it is done.
+                    if self.connection.offer_batch():
+                        self.stats.handoffs_rescued += 1
+                        log.warning(
+                            "A due batch was not handed to the store thread; taken after %.0f s "
+                            "(%d times)", HANDOFF_CHECK_S, self.stats.handoffs_rescued,
+                        )  # fmt: skip
+                    continue
+                if failure is not None and not isinstance(failure, STORE_ERRORS):
+                    raise failure
+                if prepared is None:
+                    prepared = await self._prepare_retrying(batch, failure)
+                    if prepared is None:  # stopping while the store fails: redelivered later
+                        return
+                    failure = None
                 committed = await self._commit_retrying(prepared, failure)
-            if committed is None:  # stopping while the store fails: not acked, redelivered later
+                if committed is None:  # stopping while the store fails: redelivered later
+                    return
+                self.connection.ack(batch)
+                self.in_hand = 0
+                self._busy = False
+                self.notify(committed)
+                self.connection.batch_done()
+        finally:
+            self.connection.stop_delivering()
+
+    def _submit(self, batch: list[Message]) -> None:
+        """The connection's sink (paho's thread, or the store thread after a batch): queue the
+        batch for the store thread."""
+        self._busy = True  # stop() and health() see a batch in hand from here on
+        self.in_hand = len(batch)
+        try:
+            self.writer.submit(self._commit_in_store_thread, batch)
+        except RuntimeError as exc:  # the store thread is shut down
+            self._hand_back(batch, None, exc)
+
+    def _commit_in_store_thread(self, batch: list[Message]) -> None:
+        """Store thread: prepare, commit and ack a batch, then tell the loop once (the
+        listeners) and take the next due batch. A failed commit goes back to the loop."""
+        try:
+            prepared, committed, failure = self._prepare_commit(batch)
+            if committed is None:
+                self._hand_back(batch, prepared, failure)
                 return
             self.connection.ack(batch)
-            self.in_hand = 0
-            self._busy = False
-            self.notify(committed)
+        except BaseException as exc:
+            self._hand_back(batch, None, exc)
+            return
+        self.in_hand = 0
+        self._busy = False
+        self._on_loop(self.notify, committed)
+        self.connection.batch_done()
+
+    def _hand_back(
+        self, batch: list[Message], prepared: Prepared | None, failure: BaseException | None
+    ) -> None:
+        self._on_loop(self._handbacks.put_nowait, (batch, prepared, failure))
+
+    def _on_loop(self, callback: Callable[[Any], object], arg: Any) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the hub is gone
+                loop.call_soon_threadsafe(callback, arg)
 
     def _prepare_commit(
         self, messages: Sequence[Message]
@@ -740,3 +807,7 @@ class Prepared:
     last_known: list[Reading] = field(default_factory=list)  # new retained states
     derived: list[Reading] = field(default_factory=list)  # new derived readings
     duplicates: int = 0  # readings found stored already (or twice in the batch)
+
+
+# A batch the store thread gives back to the loop: (messages, prepared or None, the failure)
+HandBack = tuple[list[Message], Prepared | None, BaseException | None]

@@ -143,6 +143,7 @@ def share_property_tables() -> None:
 RECV_SIZE = 65536
 _PUBACK = struct.Struct("!BBH")  # command, remaining length 2, packet id
 HANDOFF_MARGIN = 0.001  # paho's thread reads the last of a batch this long before it is due
+CADENCE_RETURN_S = 0.5  # paho's thread goes back to its own loop at least this often
 
 
 class BurstReadingClient(paho.Client):
@@ -168,7 +169,9 @@ class BurstReadingClient(paho.Client):
     This leans on private parts of paho 2.2 (requirements.lock pins it): it overrides
     `_sock_recv`, and `loop_read`, which must also parse the packets already buffered (select()
     cannot see them) with `_packet_read`; it reads `_in_packet` (a packet paho has begun) and
-    sets `_last_bytes_received` (keep-alive); `ack_many` uses `_packet_queue` and `_sockpairW`.
+    sets `_last_bytes_received` (keep-alive); `ack_many` uses `_packet_queue` and `_sockpairW`,
+    and writes on `_sock` itself when `_out_packet` is empty, holding a lock that the override
+    of `_packet_write` also takes.
     tests/core/test_mqtt_batching.py runs all of it against a real Mosquitto.
     """
 
@@ -178,9 +181,50 @@ class BurstReadingClient(paho.Client):
         self._burst_sock: object = None
         self._burst_full = False
         self._pausing = False
-        self.after_burst: Callable[[], float] | None = None
+        self.after_burst: Callable[[bool], float] | None = None
         # topic, payload, qos, packet id, dup, retain of each PUBLISH cut from a burst
         self.publish_received: Callable[[str, bytes, int, int, bool, bool], None] | None = None
+        # Held while bytes go out on the socket: by paho's thread (_packet_write) and by a
+        # thread that writes its PUBACKs itself (_send_now), so two packets never interleave.
+        self._write_lock = threading.Lock()
+
+    def _packet_write(self) -> paho.MQTTErrorCode:
+        with self._write_lock:
+            return super()._packet_write()
+
+    def _send_now(self, data: bytes) -> bool:
+        """Write `data` (whole packets) on the socket from this thread, when nothing of
+        paho's is waiting to go out; False when it cannot (queue it instead).
+
+        Saves paho's thread a wake-up per batch: acks are written by the store thread right
+        after the commit. Only on a plain TCP socket: OpenSSL's objects must not read in one
+        thread and write in another (paho's thread reads all the time)."""
+        with self._write_lock:
+            sock = self._sock
+            if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket):
+                return False
+            if self._out_packet:
+                return False
+            try:
+                sent = sock.send(data)
+            except OSError:  # full (BlockingIOError) or closing: paho's thread meets it
+                return False
+            if sent < len(data):  # the rest goes first, before anything queued meanwhile
+                rest = data[sent:]
+                self._out_packet.appendleft(
+                    {"command": paho.PUBACK, "mid": 0, "qos": 1, "pos": 0,
+                     "to_process": len(rest), "packet": rest, "info": None}
+                )  # fmt: skip
+                self._wake_thread()
+        with self._msgtime_mutex:
+            self._last_msg_out = time.monotonic()
+        return True
+
+    def _wake_thread(self) -> None:
+        sockpair = self._sockpairW
+        if sockpair is not None:
+            with contextlib.suppress(BlockingIOError, OSError):
+                sockpair.send(b"0")
 
     def ack_many(
         self, mids: Sequence[int], others: Sequence[Message] = (), *, wake: bool = True
@@ -190,7 +234,12 @@ class BurstReadingClient(paho.Client):
 
         paho's ack() builds, queues and signals one 4-byte packet per message, and its thread
         then writes each with its own send(). A PUBACK without reason code or properties is
-        the same 4 bytes in MQTT 3.1.1 and 5, so the batch's are joined into one write."""
+        the same 4 bytes in MQTT 3.1.1 and 5, so the batch's are joined into one write, made
+        by the calling thread itself where it can (_send_now)."""
+        if mids and not others:
+            pack = _PUBACK.pack
+            if self._send_now(b"".join([pack(paho.PUBACK, 2, mid) for mid in mids])):
+                return
         sockpair = self._sockpairW
         self._sockpairW = None  # hold back the wake-up of each queued packet
         try:
@@ -303,11 +352,23 @@ class BurstReadingClient(paho.Client):
                 self._last_bytes_received = time.monotonic()
 
     def loop_read(self, max_packets: int = 1) -> paho.MQTTErrorCode:
+        started = time.monotonic()
         self._burst_full = False
         rc = self._read_burst(max_packets)
+        # A read that filled the buffer (a backlog): read on at once, so that the burst ends
+        # below (a due batch handed over), not in select() after a read that took it all.
+        while rc == paho.MQTT_ERR_SUCCESS and self._burst_full:
+            if time.monotonic() - started >= CADENCE_RETURN_S:
+                return rc  # paho's loop runs (writes, keep-alive); select() sees more at once
+            self._burst_full = False
+            rc = self._read_burst(1)
         after_burst = self.after_burst
         while rc == paho.MQTT_ERR_SUCCESS and after_burst is not None and not self._burst_full:
-            pause = after_burst()
+            # Keeping to the batch cadence (no select() between batches) is allowed while
+            # nothing waits to be written and paho's own loop ran recently (keep-alive).
+            pause = after_burst(
+                not self._out_packet and time.monotonic() - started < CADENCE_RETURN_S
+            )
             if pause <= 0:
                 break
             self._pausing = True
@@ -382,6 +443,13 @@ class MqttConnection:
         self._connected = threading.Event()
         self._inbox_max = config.receive_maximum
         self._room = threading.Event()
+        # deliver_batches(): paho's thread hands due batches straight to a sink (the store
+        # thread's queue), one at a time; the lock makes taking a batch and the busy flag one step.
+        self._sink: Callable[[list[Message]], None] | None = None
+        self._sink_busy = False
+        self._sink_lock = threading.Lock()
+        self._window_ended = False  # paho's thread paused a whole batch_wait before this read
+        self._inbox_due = False  # what the inbox holds has waited its batch_wait: due now
         self._protocol = self._initial_protocol()
         self._client = self._make_client()
         self._stopping = False
@@ -693,7 +761,10 @@ class MqttConnection:
     ) -> None:
         inbox = self._inbox
         inbox.append(Message(topic, payload, qos, mid, dup, retain, time.time_ns() // 1_000_000))
-        if self._waiting and (self._batch_wait <= 0 or len(inbox) >= self._batch_size):
+        if self._sink is not None:
+            if self._batch_wait <= 0 or len(inbox) >= self._batch_size:
+                self.offer_batch()
+        elif self._waiting and (self._batch_wait <= 0 or len(inbox) >= self._batch_size):
             # One wake-up per hand-off: at once without group commit, else when the batch is
             # full (or due: _after_burst).
             self._waiting = False
@@ -707,13 +778,28 @@ class MqttConnection:
             while len(inbox) >= self._inbox_max and not self._stopping:
                 self._room.wait(0.5)
 
-    def _after_burst(self) -> float:
+    def _after_burst(self, cadence: bool) -> float:
         """After paho's thread has read what the socket held: hand a due batch over, or say
-        how long to pause so that the rest of the batch arrives as one burst."""
+        how long to pause so that the rest of the batch arrives as one burst.
+
+        With batches going straight to a sink, a thread that has just handed a batch over
+        (`cadence`: it may) pauses a whole batch_wait before it reads again rather than waiting
+        in select() for the next batch's first message: at a steady load that is one wake-up
+        per batch instead of two, and no message waits longer than batch_wait to be read.
+        A read that finds nothing ends it (idle: back to select())."""
         if self._batch_wait <= 0:
             return 0.0
-        due_in = self._due_in()
+        window_ended, self._window_ended = self._window_ended, False
+        if window_ended and not self._inbox:
+            return 0.0  # nothing came in a whole batch_wait: idle, back to select()
+        due_in = 0.0 if window_ended else self._due_in()
         if due_in <= HANDOFF_MARGIN:
+            if self._sink is not None:
+                # After a window, what the read found has waited up to batch_wait already
+                # (its receive time is the read's): it is due.
+                self.offer_batch(due=True)
+                self._window_ended = cadence
+                return self._batch_wait - HANDOFF_MARGIN if cadence else 0.0
             if self._waiting and self._inbox:
                 self._waiting = False
                 self._loop_call(self._wakeup.set)
@@ -726,6 +812,8 @@ class MqttConnection:
         if not inbox:
             return _NEVER
         wait = self._batch_wait
+        if self._inbox_due:
+            return 0.0
         if wait <= 0 or len(inbox) >= self._batch_size:
             return 0.0
         # received_ms is the wall clock: clamp, so a clock step cannot stretch the wait.
@@ -754,19 +842,23 @@ class MqttConnection:
         reads the batch's last messages just before it is due; a timer slightly later is only
         the safety net.
         """
-        inbox = self._inbox
         self._batch_size = max(1, min(max_messages, self._inbox_max))
         self._batch_wait = wait_s
         while (due_in := self._due_in()) > HANDOFF_MARGIN:
             await self._wait_for_handoff(None if due_in == _NEVER else due_in + 0.005)
+        return self._take(max_messages)
+
+    def _take(self, max_messages: int) -> list[Message]:
+        inbox = self._inbox
         size = len(inbox)
         if size > self.stats.inbox_peak:
             self.stats.inbox_peak = size
         popleft = inbox.popleft
         batch = [popleft() for _ in range(min(max_messages, size))]
-        received_bytes = sum(len(m.payload) for m in batch)
+        if not inbox:
+            self._inbox_due = False
         self.stats.received += len(batch)
-        self.stats.received_bytes += received_bytes
+        self.stats.received_bytes += sum(len(m.payload) for m in batch)
         if len(inbox) < self._inbox_max:
             self._room.set()
         return batch
@@ -786,6 +878,59 @@ class MqttConnection:
                         await self._wakeup.wait()
         finally:
             self._waiting = False
+
+    # -- batches straight to the store thread ----------------------------------------------------
+
+    def deliver_batches(
+        self, sink: Callable[[list[Message]], None], max_messages: int, wait_s: float = 0.0
+    ) -> None:
+        """From now on, each due batch (as `next_batch` would hand it out) goes to `sink`
+        from the thread that finds it due, not through the event loop: paho's thread when the
+        batch fills or falls due, or the sink's own thread when it calls `batch_done()` and a
+        backlog is waiting. One batch at a time: the next is offered after `batch_done()`.
+
+        At a steady load that saves the loop two wake-ups per batch (the hand-off and the
+        store thread's result); ingest hands the committed batch to the loop once.
+        `sink` must not block (it queues the batch for the store thread)."""
+        with self._sink_lock:
+            self._batch_size = max(1, min(max_messages, self._inbox_max))
+            self._batch_wait = wait_s
+            self._sink = sink
+        self.offer_batch()
+
+    def stop_delivering(self) -> bool:
+        """No more batches to the sink. True while the last one it took is not done."""
+        with self._sink_lock:
+            self._sink = None
+            return self._sink_busy
+
+    @property
+    def delivering(self) -> bool:
+        """A batch handed to the sink is not done yet."""
+        return self._sink_busy
+
+    def batch_done(self) -> None:
+        """The sink is done with its batch (committed and acked, or given up): the next due
+        batch, if any, goes to it at once, in this thread."""
+        with self._sink_lock:
+            self._sink_busy = False
+        self.offer_batch()
+
+    def offer_batch(self, *, due: bool = False) -> bool:
+        """Hand the inbox's batch to the sink if it is due (or `due`) and the sink is free
+        (any thread). True when it did."""
+        if not due and (self._sink is None or self._sink_busy):  # the common no, unlocked
+            return False
+        with self._sink_lock:
+            if due and self._inbox:
+                self._inbox_due = True  # until the inbox is empty: also if the sink is busy
+            sink = self._sink
+            if sink is None or self._sink_busy or self._due_in() > HANDOFF_MARGIN:
+                return False
+            batch = self._take(self._batch_size)
+            self._sink_busy = True
+        sink(batch)
+        return True
 
     def pending(self) -> int:
         return len(self._inbox)
