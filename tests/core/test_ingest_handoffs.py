@@ -167,17 +167,19 @@ def test_pahos_thread_keeps_to_the_batch_cadence_and_acks_need_no_wakeup(
         monkeypatch.setattr(mqtt.paho.select, "select", counting_select)
         wakeups = 0
         client = connection._client
-        real_pair = client._sockpairW
-        assert real_pair is not None
+        pair = client._sockpairW
+        assert pair is not None
+        real_pair = pair
 
         class Counting:
             def send(self, data: bytes) -> int:
                 nonlocal wakeups
                 wakeups += 1
-                return real_pair.send(data)
+                assert pair is not None
+                return pair.send(data)
 
             def __getattr__(self, name: str) -> Any:
-                return getattr(real_pair, name)
+                return getattr(pair, name)
 
         client._sockpairW = Counting()  # type: ignore[assignment]
         publisher = Publisher(mosquitto.host, mosquitto.port)
