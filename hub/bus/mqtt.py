@@ -1,12 +1,13 @@
 """The hub's MQTT connection: paho-mqtt 2 contained in one module.
 
 paho runs its network loop in its own thread. Incoming messages are appended to a deque
-there and handed to the asyncio side in batches (`next_batch`), with one cross-thread
-wake-up per batch rather than one per message. Acknowledgements are manual: the ingest core
-calls `ack()` only after the readings a message carried are committed (at-least-once end to
-end). The connection is persistent (clean start off, session expiry), tries MQTT 5 and falls
-back to 3.1.1, reconnects with capped backoff, resubscribes, and keeps a retained
-availability topic with a last will.
+there and handed on in batches: to a sink in another thread (`deliver_batches`: ingest's
+store thread, without the event loop), or to the asyncio side (`next_batch`), with one
+cross-thread wake-up per batch rather than one per message. Acknowledgements are manual:
+the ingest core calls `ack()` only after the readings a message carried are committed
+(at-least-once end to end). The connection is persistent (clean start off, session expiry),
+tries MQTT 5 and falls back to 3.1.1, reconnects with capped backoff, resubscribes, and keeps
+a retained availability topic with a last will.
 """
 
 from __future__ import annotations
@@ -156,8 +157,12 @@ class BurstReadingClient(paho.Client):
 
     After each burst, `after_burst()` (set by MqttConnection) may ask for a pause: while group
     commit holds a batch anyway, paho's thread sleeps until just before the batch is due and
-    then reads the rest of it in one go, instead of waking for every message. A read that
-    fills the buffer (a backlog) never pauses.
+    then reads the rest of it in one go, instead of waking for every message. Once it has
+    handed a batch over it may keep to the batch cadence (pause a whole batch_wait, read what
+    came meanwhile) instead of a select() for the next batch's first message; an empty window,
+    a packet waiting to be written, or half a second without a return to paho's own loop
+    (keep-alive) ends that. A read that fills the buffer (a backlog) never pauses: paho's
+    thread reads on until the socket is empty.
 
     Whole QoS 0/1 PUBLISH packets at the head of a burst are cut and decoded here and given
     to `publish_received` (set by MqttConnection) as plain values: paho's path builds a packet dict,
@@ -203,7 +208,9 @@ class BurstReadingClient(paho.Client):
             sock = self._sock
             if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket):
                 return False
-            if self._out_packet:
+            # Read after the socket: a reconnect sets CONNECTING before it makes the new
+            # socket, so a PUBACK never goes out ahead of the new connection's CONNECT.
+            if self._out_packet or not self.is_connected():
                 return False
             try:
                 sent = sock.send(data)
