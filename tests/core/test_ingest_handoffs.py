@@ -22,27 +22,15 @@ import hub.bus.mqtt as mqtt
 from hub.bus.mqtt import Message, MqttConnection
 from hub.bus.router import Router
 from hub.config import HubConfig
-from hub.config.broker import BrokerConfig
 from hub.ingest import IngestCore
 from hub.ports import CommittedFeed
 from hub.store.sqlite import Store
 from hub.store.writer import StoreWriter
+from tests.support.connections import assert_nothing_redelivered, connected
 from tests.support.hubproc import Publisher, wait_for
 from tests.support.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.mosquitto
-
-
-async def _connected(
-    mosquitto: Mosquitto, client_id: str, topics: list[str] | None = None
-) -> MqttConnection:
-    connection = MqttConnection(
-        BrokerConfig(url=mosquitto.url), topics or ["t/#"], client_id=client_id
-    )
-    connection.start(asyncio.get_running_loop())
-    await asyncio.to_thread(wait_for, lambda: connection.connected, 10)
-    await asyncio.sleep(0.3)  # the subscription is in place
-    return connection
 
 
 async def until(predicate: Any, what: str, timeout: float = 30) -> None:
@@ -81,7 +69,7 @@ def test_due_batches_go_to_the_sink_without_the_loop_and_a_backlog_goes_at_once(
     mosquitto: Mosquitto,
 ) -> None:
     async def main() -> None:
-        connection = await _connected(mosquitto, "t-sink")
+        connection = await connected(mosquitto, "t-sink")
         publisher = Publisher(mosquitto.host, mosquitto.port)
         handed: list[tuple[int | None, list[bytes]]] = []
         jobs: queue.Queue[list[Message] | None] = queue.Queue()
@@ -127,12 +115,7 @@ def test_due_batches_go_to_the_sink_without_the_loop_and_a_backlog_goes_at_once(
             publisher.close()
             connection.stop()
         # Every ack was written (by the store thread's stand-in): nothing comes again.
-        again = await _connected(mosquitto, "t-sink")
-        try:
-            await asyncio.sleep(1.0)
-            assert again.pending() == 0
-        finally:
-            again.stop()
+        await assert_nothing_redelivered(mosquitto, "t-sink")
 
     asyncio.run(main())
 
@@ -149,7 +132,7 @@ def test_pahos_thread_keeps_to_the_batch_cadence_and_acks_need_no_wakeup(
 
     async def main() -> None:
         nonlocal selects
-        connection = await _connected(mosquitto, "t-cadence")
+        connection = await connected(mosquitto, "t-cadence")
         thread = paho_thread(connection)
         batches: list[list[Message]] = []
 
@@ -220,7 +203,7 @@ def test_ingest_wakes_the_loop_once_per_committed_batch(mosquitto: Mosquitto, st
 
     async def main() -> None:
         router = Router(HubConfig())
-        connection = await _connected(mosquitto, "t-ingest", ["hub/readings/#"])  # nothing retained
+        connection = await connected(mosquitto, "t-ingest", ["hub/readings/#"])  # nothing retained
         writer = StoreWriter(store)
         feed = CommittedFeed()
         committed: list[int] = []
@@ -266,7 +249,7 @@ def test_stop_waits_for_the_batch_in_the_store_thread_and_acks_it(
 
     async def main() -> None:
         router = Router(HubConfig())
-        connection = await _connected(mosquitto, "t-stop", ["hub/readings/#"])  # nothing retained
+        connection = await connected(mosquitto, "t-stop", ["hub/readings/#"])  # nothing retained
         writer = StoreWriter(store)
         ingest = IngestCore(connection, writer, router, batch_wait=0.5)  # the 3 in one batch
         in_commit = threading.Event()

@@ -16,18 +16,11 @@ from paho.mqtt.properties import Properties
 
 from hub.bus.mqtt import Message, MqttConnection, SharedTableProperties
 from hub.config.broker import BrokerConfig
+from tests.support.connections import assert_nothing_redelivered, connected
 from tests.support.hubproc import Publisher, wait_for
 from tests.support.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.mosquitto
-
-
-async def _connected(mosquitto: Mosquitto, client_id: str) -> MqttConnection:
-    connection = MqttConnection(BrokerConfig(url=mosquitto.url), ["t/#"], client_id=client_id)
-    connection.start(asyncio.get_running_loop())
-    await asyncio.to_thread(wait_for, lambda: connection.connected, 10)
-    await asyncio.sleep(0.3)  # the subscription is in place
-    return connection
 
 
 async def _collect(connection: MqttConnection, count: int, max_messages: int, wait_s: float) -> list[list[Message]]:  # fmt: skip
@@ -43,7 +36,7 @@ def test_group_commit_waits_for_company_and_a_full_batch_does_not_wait(
     mosquitto: Mosquitto,
 ) -> None:
     async def main() -> None:
-        connection = await _connected(mosquitto, "t-group")
+        connection = await connected(mosquitto, "t-group")
         publisher = Publisher(mosquitto.host, mosquitto.port)
         try:
             # Published back to back, well within the wait: one batch.
@@ -74,7 +67,7 @@ def test_burst_reads_keep_every_packet_whole_and_in_order(mosquitto: Mosquitto) 
     nothing again."""
 
     async def main() -> None:
-        connection = await _connected(mosquitto, "t-burst")
+        connection = await connected(mosquitto, "t-burst")
         publisher = Publisher(mosquitto.host, mosquitto.port)
         rng = random.Random(7)
         sent = []
@@ -93,12 +86,7 @@ def test_burst_reads_keep_every_packet_whole_and_in_order(mosquitto: Mosquitto) 
             publisher.close()
             connection.stop()
         # Everything was acknowledged: the resumed session has nothing to redeliver.
-        again = await _connected(mosquitto, "t-burst")
-        try:
-            await asyncio.sleep(1.0)
-            assert again.pending() == 0
-        finally:
-            again.stop()
+        await assert_nothing_redelivered(mosquitto, "t-burst")
 
     asyncio.run(main())
 
