@@ -191,7 +191,7 @@ class BurstReadingClient(paho.Client):
         self.publish_received: Callable[[str, bytes, int, int, bool, bool], None] | None = None
         # Held while bytes go out on the socket: by paho's thread (_packet_write) and by a
         # thread that writes its PUBACKs itself (_send_now), so two packets never interleave.
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # re-entrant: paho calls back from _packet_write
 
     def _packet_write(self) -> paho.MQTTErrorCode:
         with self._write_lock:
