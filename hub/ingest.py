@@ -268,7 +268,8 @@ class IngestCore:
         then left unacknowledged: the broker delivers it again at the next start.
         """
         self._stopping = True
-        in_hand = self.connection.stop_delivering() if self._loop is not None else False
+        if self._loop is not None:  # run() has handed batches to the store thread
+            self.connection.stop_delivering()
         task = self._task
         if task is None or task.done():
             return
@@ -440,9 +441,7 @@ class IngestCore:
                 committed = await self._commit_retrying(prepared, failure)
                 if committed is None:  # stopping while the store fails: redelivered later
                     return
-                self.connection.ack(batch)
-                self.in_hand = 0
-                self._busy = False
+                self._acked(batch)
                 self.notify(committed)
                 self.connection.batch_done()
         finally:
@@ -466,14 +465,18 @@ class IngestCore:
             if committed is None:
                 self._hand_back(batch, prepared, failure)
                 return
-            self.connection.ack(batch)
+            self._acked(batch)
         except BaseException as exc:
             self._hand_back(batch, None, exc)
             return
-        self.in_hand = 0
-        self._busy = False
         self._on_loop(self.notify, committed)
         self.connection.batch_done()
+
+    def _acked(self, batch: list[Message]) -> None:
+        """The committed batch is acknowledged and no longer in hand (either thread)."""
+        self.connection.ack(batch)
+        self.in_hand = 0
+        self._busy = False
 
     def _hand_back(
         self, batch: list[Message], prepared: Prepared | None, failure: BaseException | None

@@ -243,25 +243,21 @@ class BurstReadingClient(paho.Client):
         then writes each with its own send(). A PUBACK without reason code or properties is
         the same 4 bytes in MQTT 3.1.1 and 5, so the batch's are joined into one write, made
         by the calling thread itself where it can (_send_now)."""
-        if mids and not others:
-            pack = _PUBACK.pack
-            if self._send_now(b"".join([pack(paho.PUBACK, 2, mid) for mid in mids])):
-                return
+        pack = _PUBACK.pack
+        pubacks = b"".join([pack(paho.PUBACK, 2, mid) for mid in mids])
+        if pubacks and not others and self._send_now(pubacks):
+            return
         sockpair = self._sockpairW
         self._sockpairW = None  # hold back the wake-up of each queued packet
         try:
-            if mids:
-                pack = _PUBACK.pack
-                self._packet_queue(
-                    paho.PUBACK, b"".join([pack(paho.PUBACK, 2, mid) for mid in mids]), 0, 1
-                )
+            if pubacks:
+                self._packet_queue(paho.PUBACK, pubacks, 0, 1)
             for message in others:
                 self.ack(message.mid, message.qos)
         finally:
             self._sockpairW = sockpair
-        if wake and sockpair is not None and not self._pausing:
-            with contextlib.suppress(BlockingIOError, OSError):
-                sockpair.send(b"0")
+        if wake and not self._pausing:
+            self._wake_thread()
 
     def _sock_recv(self, bufsize: int) -> bytes:
         burst = self._burst
@@ -768,14 +764,14 @@ class MqttConnection:
     ) -> None:
         inbox = self._inbox
         inbox.append(Message(topic, payload, qos, mid, dup, retain, time.time_ns() // 1_000_000))
-        if self._sink is not None:
-            if self._batch_wait <= 0 or len(inbox) >= self._batch_size:
-                self.offer_batch()
-        elif self._waiting and (self._batch_wait <= 0 or len(inbox) >= self._batch_size):
-            # One wake-up per hand-off: at once without group commit, else when the batch is
+        if self._batch_wait <= 0 or len(inbox) >= self._batch_size:
+            # One hand-off per batch: at once without group commit, else when the batch is
             # full (or due: _after_burst).
-            self._waiting = False
-            self._loop_call(self._wakeup.set)
+            if self._sink is not None:
+                self.offer_batch()
+            elif self._waiting:
+                self._waiting = False
+                self._loop_call(self._wakeup.set)
         if len(inbox) >= self._inbox_max:
             # Backpressure: Mosquitto does not always honour our Receive Maximum (queued
             # messages of a resumed session arrive all at once), so stop reading the socket
