@@ -114,6 +114,10 @@ class AlertStore:
         self.path = path
         self._writer = writer
         self._executor: ThreadPoolExecutor | None = None
+        # In `hub run`: a read connection of our own, only to ask whether anything was
+        # committed to the file since the engine last looked for commands (pending_commands)
+        self._watch: sqlite3.Connection | None = None
+        self._watched_version: int | None = None
         if writer is not None:
             self._conn = writer.connection  # its tables are created by the store's migration
         else:
@@ -152,6 +156,9 @@ class AlertStore:
         self._call(lambda: None)
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self._writer is not None:
             self.flush()  # the connection is the writer's; it closes it
             return
@@ -226,12 +233,38 @@ class AlertStore:
         return self._call(run)
 
     def pending_commands(self) -> list[tuple[int, str, str, str | None, int | None]]:
-        return self._call(
+        """Commands `hub alerts` wrote and the engine has not applied yet.
+
+        Asked at every tick of a running hub. Through the writer that was a store-thread job
+        (and a wait for it on the loop) each second even when idle; now only when something
+        was committed to the file since the last look. PRAGMA data_version of a connection
+        changes when another connection commits (ours included): a few microseconds, and a
+        WAL reader never waits for the writer."""
+        version = self._data_version()
+        if version is not None and version == self._watched_version:
+            return []
+        commands = self._call(
             lambda: self._conn.execute(
                 "SELECT id, command, target, by, until_ms FROM alert_commands "
                 "WHERE applied_ms IS NULL ORDER BY id"
             ).fetchall()
         )
+        # Read before the query: a command committed meanwhile changes it again.
+        self._watched_version = version
+        return commands
+
+    def _data_version(self) -> int | None:
+        if self._writer is None:
+            return None  # the CLI: its own connection, asked rarely
+        try:
+            if self._watch is None:
+                self._watch = connect(self.path, readonly=True)
+            return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:  # cannot tell: ask the store, as before
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
+            return None
 
     def mark_command(self, command_id: int, now_ms: int, result: str) -> None:
         self._submit(

@@ -320,3 +320,40 @@ def test_rules_due_in_one_tick_fire_in_rule_order() -> None:
         )
         orders.add(done.stdout.strip())
     assert orders == {"r0,r1,r2,r3,r4,r5"}
+
+
+def test_a_running_hub_looks_for_commands_only_after_a_commit(tmp_path: Path) -> None:
+    """In `hub run` the engine's store writes through the store thread. Its tick asks for
+    commands only when something was committed to the file since it last looked (it was a
+    store-thread job every second, idle or not); a command the CLI writes is still applied
+    at the next tick."""
+    from hub.store.sqlite import Store
+    from hub.store.writer import StoreWriter
+
+    writer = StoreWriter(Store(tmp_path / "hub.db", "normal"))
+    store = AlertStore(tmp_path / "hub.db", writer=writer)
+    jobs: list[object] = []
+    submit = writer.submit
+    writer.submit = lambda fn, *a: (jobs.append(fn), submit(fn, *a))[1]  # type: ignore[method-assign]
+    engine, clock, _seen = make([rule(**LOW)], store)
+    engine.on_readings([reading(3.0, clock)])
+    alert_id = engine.active()[0].id
+    store.flush()
+    engine.tick()  # the alert's own writes were commits: it looks once
+    store.flush()
+    jobs.clear()
+    for _ in range(5):
+        engine.tick()
+    assert jobs == []  # idle: no store-thread job at all
+
+    cli = AlertStore(
+        tmp_path / "hub.db", background=False
+    )  # `hub alerts ack`, a process of its own
+    cmd = cli.add_command(clock.now, "ack", str(alert_id), "cli-user", None)
+    engine.tick()
+    assert engine.active()[0].acknowledged_by == "cli-user"
+    store.flush()
+    assert cli.command_result(cmd)[1] == "ok"
+    cli.close()
+    store.close()
+    writer.close()
