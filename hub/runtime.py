@@ -19,6 +19,21 @@ from dataclasses import dataclass, field
 log = logging.getLogger(__name__)
 
 
+def until_tick(interval: float) -> float:
+    """Seconds from now to the next whole multiple of `interval` on the loop's clock.
+
+    Periodic tasks that sleep this long (the status refresh, the alert tick, the web server's
+    tick) wake together in one pass of the loop, once a second, instead of each at its own
+    phase: on a small or shared machine every wake-up after a sleep pays for cold caches,
+    about as much as the work itself (docs/performance.md). Telegraf's round_interval does the
+    same for its inputs."""
+    if interval <= 0:
+        return 0.0
+    delay = interval - asyncio.get_running_loop().time() % interval
+    # Woken a hair before the boundary (clock resolution): the next one, not a second run now.
+    return delay if delay > interval / 20 else delay + interval
+
+
 @dataclass
 class TaskState:
     name: str

@@ -8,6 +8,7 @@ smaller hub from the same parts.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -28,7 +29,7 @@ from hub.config import HubConfig
 from hub.derive.pipeline import Derivations, DeriveConfig
 from hub.ingest import IngestCore
 from hub.ports import CommittedFeed, Ports, StoreReader
-from hub.runtime import Supervisor
+from hub.runtime import Supervisor, until_tick
 from hub.sources.simulate import Simulation, SimulatorPublisher, run_live, simulated_vehicle
 from hub.status_parts import MessageRate, connection_fields, ingest_fields
 from hub.store.sqlite import DeadLetterLimits, Store
@@ -263,9 +264,21 @@ class Hub:
         reasons = [f"{name}: {p['reason']}" for name, p in parts.items() if p.get("status") != "ok"]
         return {"status": "degraded" if reasons else "ok", "reasons": reasons, "parts": parts}
 
+    @functools.cached_property
+    def _fixed_status(self) -> tuple[str | None, str, str, str]:
+        """What status() shows that never changes while the hub runs: worked out once, not
+        at every refresh (resolving a path is a system call per level)."""
+        host, port, tls = self.config.broker.host_port_tls
+        return (
+            str(self.config_path.resolve()) if self.config_path else None,
+            str(self.config.data_dir.resolve()),
+            f"{'mqtts' if tls else 'mqtt'}://{host}:{port}",
+            str(self.config.store_path),
+        )
+
     def status(self, state: str = "running") -> dict[str, Any]:
         connection, ingest = self.connection, self.ingest
-        host, port, tls = self.config.broker.host_port_tls
+        config_path, data_dir, broker_url, store_path = self._fixed_status
         store = self.store
         data: dict[str, Any] = {
             "version": __version__,
@@ -273,10 +286,10 @@ class Hub:
             "pid": os.getpid(),
             "started_at": self.started_at,
             "updated_at": time.time(),
-            "config_path": str(self.config_path.resolve()) if self.config_path else None,
-            "data_dir": str(self.config.data_dir.resolve()),
+            "config_path": config_path,
+            "data_dir": data_dir,
             "broker": {
-                "url": f"{'mqtts' if tls else 'mqtt'}://{host}:{port}",
+                "url": broker_url,
                 "managed": self.config.broker.is_managed,
                 "managed_restarts": self.broker.restarts if self.broker else 0,
                 "client_id": connection.client_id if connection else None,
@@ -284,7 +297,7 @@ class Hub:
             },
             "ingest": ingest_fields(ingest, connection, self.message_rate),
             "store": {
-                "path": str(self.config.store_path),
+                "path": store_path,
                 "size_bytes": store.size_bytes() if store else 0,
                 "dead_letters": store.dead_letter_totals() if store else {},
             },
@@ -327,7 +340,7 @@ class Hub:
                     self._published_health = payload
                 if self.config.status.publish_stats:
                     connection.publish(f"{prefix}/stats", orjson.dumps(status), qos=0, retain=False)
-            await asyncio.sleep(self.config.status.interval)
+            await asyncio.sleep(until_tick(self.config.status.interval))
 
     async def _maintenance_loop(self) -> None:
         retention = self.config.store.retention

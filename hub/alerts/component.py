@@ -21,6 +21,7 @@ from hub.alerts.packs import effective_rules
 from hub.alerts.store import AlertStore
 from hub.ingest import Committed
 from hub.model import CATALOG
+from hub.runtime import until_tick
 from hub.store.reader import ReadStore
 
 if TYPE_CHECKING:
@@ -426,7 +427,7 @@ class AlertsComponent:
         next_hub = time.monotonic()
         next_purge = time.monotonic() + 60
         while True:
-            await asyncio.sleep(tick)
+            await asyncio.sleep(until_tick(tick))
             try:
                 self.engine.tick()
                 mono = time.monotonic()

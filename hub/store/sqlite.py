@@ -1254,10 +1254,10 @@ class Store:
 
     def size_bytes(self) -> int:
         total = 0
+        path = str(self.path)
         for suffix in ("", "-wal", "-shm"):
-            p = Path(str(self.path) + suffix)
-            if p.exists():
-                total += p.stat().st_size
+            with suppress(OSError):  # the -wal and -shm files come and go
+                total += os.stat(path + suffix).st_size
         return total
 
 

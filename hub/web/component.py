@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import uvicorn
 
+from hub.runtime import until_tick
 from hub.web.app import create_app
 from hub.web.auth import TokenStore
 from hub.web.context import WebContext
@@ -65,7 +66,7 @@ class _EmbeddedServer(uvicorn.Server):
         while not should_exit:
             counter = (counter + 10) % 864000
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
+                async with asyncio.timeout(until_tick(1.0)):  # with the hub's other ticks
                     await exit_event.wait()
             should_exit = await self.on_tick(counter)
 

@@ -11,7 +11,7 @@ import pytest
 
 from hub.config.loader import load_config
 from hub.ingest import IngestCore
-from hub.runtime import Supervisor
+from hub.runtime import Supervisor, until_tick
 from hub.service import Hub, run_hub
 from hub.store.sqlite import Store
 from tests.support.hubproc import Publisher
@@ -140,3 +140,31 @@ async def test_a_failing_ingest_stops_the_hub_with_a_non_zero_exit(
     assert "Task ingest failed; the hub stops" in caplog.text
     assert "Hub stopped after a failure: task ingest failed" in caplog.text
     assert caplog.records[-1].getMessage().startswith("Hub stopped after a failure")
+
+
+def test_periodic_tasks_started_apart_wake_together_on_the_tick() -> None:
+    """The status refresh, the alert tick and the web server's tick sleep until_tick(): tasks
+    started at different moments wake at the same multiple of their interval, in one pass
+    of the loop (one wake-up of the hub, not one per task)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        woke: dict[str, float] = {}
+
+        async def periodic(name: str, interval: float) -> None:
+            await asyncio.sleep(until_tick(interval))
+            woke[name] = loop.time()
+
+        while loop.time() % 0.5 > 0.1:  # start early in a period, so both fit before its end
+            await asyncio.sleep(0.01)
+        first = asyncio.create_task(periodic("status", 0.5))
+        await asyncio.sleep(0.13)
+        second = asyncio.create_task(periodic("alerts", 0.5))
+        await asyncio.gather(first, second)
+        t1, t2 = woke["status"], woke["alerts"]
+        assert abs(t1 - t2) < 0.002, woke
+        assert min(t1 % 0.5, 0.5 - t1 % 0.5) < 0.02, t1  # on the tick
+        # Never a zero sleep just before a boundary (the next tick instead).
+        assert 0.5 / 20 < until_tick(0.5) <= 0.5 + 0.5 / 20
+
+    asyncio.run(main())
