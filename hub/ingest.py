@@ -422,7 +422,8 @@ class IngestCore:
 
     async def _run(self) -> None:
         """Batches go from paho's thread straight to the store thread, which commits, acks
-        and hands the committed batch to the loop in one call (`_commit_in_store_thread`).
+        and queues the committed batch for the loop's listeners (`_commit_in_store_thread`,
+        `_committed_soon`).
         This task handles only what comes back: a batch whose first commit failed (retried
         here with backoff, stall and health as before) or an unexpected error (raised: the
         supervisor stops the hub)."""
@@ -471,7 +472,7 @@ class IngestCore:
             self._hand_back(batch, None, exc)
 
     def _commit_in_store_thread(self, batch: list[Message]) -> None:
-        """Store thread: prepare, commit and ack a batch, then tell the loop once (the
+        """Store thread: prepare, commit and ack a batch, then queue it for the loop (the
         listeners) and take the next due batch. A failed commit goes back to the loop."""
         try:
             prepared, committed, failure = self._prepare_commit(batch)
