@@ -246,10 +246,12 @@ class IngestCore:
         self._loaded = False
         # topic -> last (receive ms, seq) key given to its states (store thread only)
         self._last_key: dict[str, tuple[int, int]] = {}
-        # Committed batches on their way to the loop's listeners (_committed, _flush_committed)
+        # Committed batches on their way to the loop's listeners (_committed_soon, and
+        # _flush_committed on the loop, which alone touches the timer)
         self._committed_lock = threading.Lock()
         self._committed: list[Committed] = []
         self._flush_armed = False
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._last_flush = 0.0
 
     def load_state(self) -> None:
@@ -499,28 +501,35 @@ class IngestCore:
         that was a third of its CPU). Alerts and the live feed are at most that much later."""
         with self._committed_lock:
             self._committed.append(committed)
-            if self._flush_armed:
+            if self._flush_armed:  # a flush is coming anyway (a timer, or a wake-up)
                 return
             self._flush_armed = True
-        self._on_loop(self._flush_committed, None)
+        self._on_loop(self._flush_committed, False)
 
-    def _flush_committed(self, _: object = None) -> None:
-        """Loop: hand the committed batches waiting to the listeners, in order. Busy (the last
-        flush was recent): look again after NOTIFY_INTERVAL_S, taking what came meanwhile
-        without a wake-up. Quiet: disarm, so the next batch wakes the loop at once."""
+    def _flush_committed(self, on_timer: bool = False) -> None:
+        """Loop: hand the committed batches waiting to the listeners, in order.
+
+        Woken for a batch that came soon after the last flush (the stream is busy), or on the
+        timer with batches waiting (it still is): look again after NOTIFY_INTERVAL_S, taking
+        what comes meanwhile without a wake-up. Otherwise disarm, so that the next batch wakes
+        the loop at once."""
+        if on_timer:
+            self._flush_timer = None
         with self._committed_lock:
             batches, self._committed = self._committed, []
-            if not batches:
-                self._flush_armed = False
-                return
             now = time.monotonic()
-            busy = now - self._last_flush < NOTIFY_INTERVAL_S
-            self._last_flush = now
-            self._flush_armed = busy and self._loop is not None
+            busy = bool(batches) and (on_timer or now - self._last_flush < NOTIFY_INTERVAL_S)
+            if batches:
+                self._last_flush = now
+            arm = busy and self._flush_timer is None and self._loop is not None
+            self._flush_armed = arm or self._flush_timer is not None
         for committed in batches:
             self.notify(committed)
-        if busy and self._loop is not None:
-            self._loop.call_later(NOTIFY_INTERVAL_S, self._flush_committed)
+        if arm:
+            assert self._loop is not None
+            self._flush_timer = self._loop.call_later(
+                NOTIFY_INTERVAL_S, self._flush_committed, True
+            )
 
     def _hand_back(
         self, batch: list[Message], prepared: Prepared | None, failure: BaseException | None

@@ -202,8 +202,9 @@ def test_ingest_wakes_the_loop_less_than_once_per_committed_batch(
 ) -> None:
     """Commit and ack in the store thread; the committed batches reach the listeners on the
     loop, in order, and all of them. While batches keep coming the loop takes them with a
-    timer, several at a time, so it is woken far less than once per batch (it was twice per
-    batch: paho's hand-off and the store thread's result, then once)."""
+    timer, several at a time: it is woken once when the stream starts (and again only after
+    a pause longer than the timer), not once per batch (it was twice per batch: paho's
+    hand-off and the store thread's result, then once)."""
 
     async def main() -> None:
         router = Router(HubConfig())
@@ -217,22 +218,23 @@ def test_ingest_wakes_the_loop_less_than_once_per_committed_batch(
         run = asyncio.create_task(ingest.run())
         try:
             with CountingLoop(asyncio.get_running_loop()) as loop:
-                for i in range(120):
+                for i in range(240):
                     publisher.publish(
                         f"hub/readings/node{i % 5}",
                         f'{{"ts_ms": {1_763_800_000_000 + i}, "values": {{"v": {i}}}}}',
                     )
                     await asyncio.sleep(0.005)
                 assert publisher.flush(10)
-                await until(lambda: connection.stats.acked == 120, "120 acks")
-                await until(lambda: sum(map(len, committed)) == 120, "every batch listened to")
-            assert [v for batch in committed for v in batch] == [float(i) for i in range(120)]
+                await until(lambda: connection.stats.acked == 240, "240 acks")
+                await until(lambda: sum(map(len, committed)) == 240, "every batch listened to")
+            assert [v for batch in committed for v in batch] == [float(i) for i in range(240)]
             batches = ingest.stats.batches
-            assert batches == len(committed) >= 10
-            assert loop.calls * 2 <= batches, f"{loop.calls} wake-ups for {batches} batches"
+            assert batches == len(committed) >= 20
+            # One at the start; a stall of the test machine longer than the timer adds one.
+            assert loop.calls <= 3, f"{loop.calls} wake-ups for {batches} batches"
             await ingest.stop()
             assert run.done()
-            assert store.conn.execute("SELECT count(*) FROM samples").fetchone()[0] == 120
+            assert store.conn.execute("SELECT count(*) FROM samples").fetchone()[0] == 240
         finally:
             if not run.done():
                 run.cancel()
