@@ -1,9 +1,9 @@
 """What one ingest batch costs the store thread, warm and after a pause: how much of the CPU
 per message at a steady trickle is the work itself and how much is waking up to it.
 
-The same batches (hub JSON from 20 air nodes, one reading each, distinct timestamps, as
-bench/ingest.py's steady stream) go through IngestCore.prepare + commit on a real SQLite
-store, in this process's thread:
+The same kind of batches as bench/ingest.py's steady stream (hub JSON from 20 air nodes, one
+reading each, distinct timestamps; here always pm25) go through IngestCore.prepare + commit on
+a real SQLite store, in this process's thread:
 
   warm:   back to back, the baseline measured in the same run;
   paused: with a sleep of --pause between batches, as at a steady load with group commit

@@ -892,8 +892,8 @@ class MqttConnection:
         batch fills or falls due, or the sink's own thread when it calls `batch_done()` and a
         backlog is waiting. One batch at a time: the next is offered after `batch_done()`.
 
-        At a steady load that saves the loop two wake-ups per batch (the hand-off and the
-        store thread's result); ingest hands the committed batch to the loop once.
+        At a steady load that saves the loop the hand-off's wake-up per batch; ingest queues
+        the committed batches for the loop's listeners (IngestCore._committed_soon).
         `sink` must not block (it queues the batch for the store thread)."""
         with self._sink_lock:
             self._batch_size = max(1, min(max_messages, self._inbox_max))
