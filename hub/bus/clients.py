@@ -12,7 +12,11 @@ import contextlib
 import logging
 import socket
 import ssl
+import struct
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -54,6 +58,81 @@ class _HeldWakeup:
     def send(self, data: bytes) -> int:
         self.wanted = True
         return len(data)
+
+
+class DirectWriteClient(paho.Client):
+    """paho's client, on whose socket another thread may write whole packets itself.
+
+    paho's publish() or ack() from another thread queues the packet and wakes paho's thread
+    to write it: on a VM that wake-up (a thread back from sleep, its caches cold) costs more
+    CPU than the write. `send_now` writes from the calling thread instead, under a lock that
+    paho's own writes (`_packet_write`) also take, so two packets never interleave. It leans
+    on paho 2.2's private `_sock`, `_out_packet` and `_msgtime_mutex` (requirements.lock pins
+    paho); tests/core/test_mqtt_batching.py runs it against a real Mosquitto.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._write_lock = threading.RLock()  # re-entrant: paho calls back from _packet_write
+
+    def _packet_write(self) -> paho.MQTTErrorCode:
+        with self._write_lock:
+            return super()._packet_write()
+
+    def send_now(self, data: bytes) -> bool:
+        """Write `data` (whole packets) on the socket from this thread, when nothing of
+        paho's is waiting to go out; False when it cannot (send through paho instead).
+
+        Only on a plain TCP socket: OpenSSL's objects must not read in one thread and write
+        in another (paho's thread reads all the time)."""
+        with self._write_lock:
+            sock = self._sock
+            if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket):
+                return False
+            # Read after the socket: a reconnect sets CONNECTING before it makes the new
+            # socket, so nothing goes out ahead of the new connection's CONNECT.
+            if self._out_packet or not self.is_connected():
+                return False
+            try:
+                sent = sock.send(data)
+            except OSError:  # full (BlockingIOError) or closing: paho's thread meets it
+                return False
+            if sent < len(data):  # the rest goes first, before anything queued meanwhile
+                rest = data[sent:]
+                # Queued as a PUBACK: paho's _packet_write then only writes it (a PUBLISH
+                # would make it look for the message's info and call on_publish).
+                self._out_packet.appendleft(
+                    {"command": paho.PUBACK, "mid": 0, "qos": 1, "pos": 0,
+                     "to_process": len(rest), "packet": rest, "info": None}
+                )  # fmt: skip
+                self.wake_thread()
+        with self._msgtime_mutex:
+            self._last_msg_out = time.monotonic()
+        return True
+
+    def wake_thread(self) -> None:
+        sockpair = self._sockpairW
+        if sockpair is not None:
+            with contextlib.suppress(BlockingIOError, OSError):
+                sockpair.send(b"0")
+
+
+def publish_packet(topic: str, payload: bytes, *, retain: bool, v5: bool = False) -> bytes:
+    """A QoS 0 PUBLISH packet, as paho would build it (MQTT 5: with no properties)."""
+    topic_bytes = topic.encode()
+    body = b"".join(
+        (_TOPIC_LENGTH.pack(len(topic_bytes)), topic_bytes, b"\x00" if v5 else b"", payload)
+    )
+    header = bytearray((0x31 if retain else 0x30,))
+    length = len(body)
+    while True:  # the remaining length, a variable byte integer
+        byte, length = length & 0x7F, length >> 7
+        header.append(byte | 0x80 if length else byte)
+        if not length:
+            return bytes(header) + body
+
+
+_TOPIC_LENGTH = struct.Struct("!H")
 
 
 def no_delay(client: paho.Client, userdata: object, sock: object) -> None:

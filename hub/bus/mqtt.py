@@ -34,7 +34,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from hub.bus.clients import new_client, no_delay
+from hub.bus.clients import DirectWriteClient, new_client, no_delay
 from hub.config import BrokerConfig
 from hub.threads import name_os_thread
 
@@ -147,7 +147,7 @@ HANDOFF_MARGIN = 0.001  # paho's thread reads the last of a batch this long befo
 CADENCE_RETURN_S = 0.5  # paho's thread goes back to its own loop at least this often
 
 
-class BurstReadingClient(paho.Client):
+class BurstReadingClient(DirectWriteClient):
     """paho's client, reading the socket in bursts.
 
     paho reads every packet with three recv() calls (command byte, length, body) after a
@@ -175,8 +175,7 @@ class BurstReadingClient(paho.Client):
     `_sock_recv`, and `loop_read`, which must also parse the packets already buffered (select()
     cannot see them) with `_packet_read`; it reads `_in_packet` (a packet paho has begun) and
     sets `_last_bytes_received` (keep-alive); `ack_many` uses `_packet_queue` and `_sockpairW`,
-    and writes on `_sock` itself when `_out_packet` is empty, holding a lock that the override
-    of `_packet_write` also takes.
+    and writes on `_sock` itself when `_out_packet` is empty (`DirectWriteClient.send_now`).
     tests/core/test_mqtt_batching.py runs all of it against a real Mosquitto.
     """
 
@@ -189,49 +188,6 @@ class BurstReadingClient(paho.Client):
         self.after_burst: Callable[[bool], float] | None = None
         # topic, payload, qos, packet id, dup, retain of each PUBLISH cut from a burst
         self.publish_received: Callable[[str, bytes, int, int, bool, bool], None] | None = None
-        # Held while bytes go out on the socket: by paho's thread (_packet_write) and by a
-        # thread that writes its PUBACKs itself (_send_now), so two packets never interleave.
-        self._write_lock = threading.RLock()  # re-entrant: paho calls back from _packet_write
-
-    def _packet_write(self) -> paho.MQTTErrorCode:
-        with self._write_lock:
-            return super()._packet_write()
-
-    def _send_now(self, data: bytes) -> bool:
-        """Write `data` (whole packets) on the socket from this thread, when nothing of
-        paho's is waiting to go out; False when it cannot (queue it instead).
-
-        Saves paho's thread a wake-up per batch: acks are written by the store thread right
-        after the commit. Only on a plain TCP socket: OpenSSL's objects must not read in one
-        thread and write in another (paho's thread reads all the time)."""
-        with self._write_lock:
-            sock = self._sock
-            if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket):
-                return False
-            # Read after the socket: a reconnect sets CONNECTING before it makes the new
-            # socket, so a PUBACK never goes out ahead of the new connection's CONNECT.
-            if self._out_packet or not self.is_connected():
-                return False
-            try:
-                sent = sock.send(data)
-            except OSError:  # full (BlockingIOError) or closing: paho's thread meets it
-                return False
-            if sent < len(data):  # the rest goes first, before anything queued meanwhile
-                rest = data[sent:]
-                self._out_packet.appendleft(
-                    {"command": paho.PUBACK, "mid": 0, "qos": 1, "pos": 0,
-                     "to_process": len(rest), "packet": rest, "info": None}
-                )  # fmt: skip
-                self._wake_thread()
-        with self._msgtime_mutex:
-            self._last_msg_out = time.monotonic()
-        return True
-
-    def _wake_thread(self) -> None:
-        sockpair = self._sockpairW
-        if sockpair is not None:
-            with contextlib.suppress(BlockingIOError, OSError):
-                sockpair.send(b"0")
 
     def ack_many(
         self, mids: Sequence[int], others: Sequence[Message] = (), *, wake: bool = True
@@ -242,10 +198,10 @@ class BurstReadingClient(paho.Client):
         paho's ack() builds, queues and signals one 4-byte packet per message, and its thread
         then writes each with its own send(). A PUBACK without reason code or properties is
         the same 4 bytes in MQTT 3.1.1 and 5, so the batch's are joined into one write, made
-        by the calling thread itself where it can (_send_now)."""
+        by the calling thread itself where it can (send_now)."""
         pack = _PUBACK.pack
         pubacks = b"".join([pack(paho.PUBACK, 2, mid) for mid in mids])
-        if pubacks and not others and self._send_now(pubacks):
+        if pubacks and not others and self.send_now(pubacks):
             return
         sockpair = self._sockpairW
         self._sockpairW = None  # hold back the wake-up of each queued packet
@@ -257,7 +213,7 @@ class BurstReadingClient(paho.Client):
         finally:
             self._sockpairW = sockpair
         if wake and not self._pausing:
-            self._wake_thread()
+            self.wake_thread()
 
     def _sock_recv(self, bufsize: int) -> bytes:
         burst = self._burst

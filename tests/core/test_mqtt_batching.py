@@ -156,3 +156,87 @@ def test_one_wakeup_sends_every_publish_with_a_single_wakeup(mosquitto: Mosquitt
         client.disconnect()
         watcher.loop_stop()
         watcher.disconnect()
+
+
+class _CountingSockpair:
+    """Stands in for a paho client's wake-up socket and counts the wake-ups."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock, self.sends = sock, 0
+
+    def send(self, data: bytes) -> int:
+        self.sends += 1
+        return self.sock.send(data)
+
+    def __getattr__(self, name: str) -> Any:  # close() and the rest: the socket's
+        return getattr(self.sock, name)
+
+
+def test_state_mirror_writes_a_batchs_states_itself_in_order(mosquitto: Mosquitto, tmp_path: Any) -> None:  # fmt: skip
+    """The Home Assistant state mirror: a batch's sensor states go out as one write by the
+    publishing thread, without waking the client's thread (it was woken once per batch); a
+    QoS 1 publish in the middle of a batch (a node's availability) keeps its place; every
+    state is retained on the broker as paho would have sent it."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from hub.ha.discovery import DiscoveryPublisher
+    from hub.ha.settings import DiscoverySettings
+
+    got: list[tuple[str, bytes]] = []
+    watcher = paho.Client(CallbackAPIVersion.VERSION2, client_id="t-watch-states")
+    watcher.on_message = lambda c, u, m: got.append((m.topic, m.payload))
+    watcher.connect(mosquitto.host, mosquitto.port)
+    watcher.subscribe([("hub/state/#", 1), ("hub/availability/#", 1)])
+    watcher.loop_start()
+    publisher = DiscoveryPublisher(
+        DiscoverySettings(), BrokerConfig(url=mosquitto.url), "hub_t", tmp_path / "m.json", "t-ha"
+    )
+    publisher.start()
+    try:
+        assert publisher.wait_connected(10)
+        publisher.wait_settled(10)
+        time.sleep(0.3)  # the watcher's subscription is in place
+        counting = _CountingSockpair(publisher._client._sockpairW)
+        publisher._client._sockpairW = counting
+        with publisher.batch():
+            for i in range(40):
+                publisher.publish_state(f"air{i % 4}", "pm2_5", i + 0.5)
+        assert counting.sends == 0
+        wait_for(lambda: len(got) == 40, 10, what="the 40 states")
+        assert got == [(f"hub/state/air{i % 4}/pm2_5", b"%.1f" % (i + 0.5)) for i in range(40)]
+
+        got.clear()
+        with publisher.batch():
+            publisher.publish_state("air9", "co2", 800)
+            publisher.publish_availability("air9", True)
+            publisher.publish_state("air9", "co2", 801)
+            publisher.publish_state("air9", "temperature", 21.25)
+        assert counting.sends == 1  # the availability, through paho's thread
+        wait_for(lambda: len(got) == 4, 10, what="the batch with an availability")
+        assert got == [
+            ("hub/state/air9/co2", b"800"),
+            ("hub/availability/air9", b"online"),
+            ("hub/state/air9/co2", b"801"),
+            ("hub/state/air9/temperature", b"21.25"),
+        ]
+        assert publisher.stats.states_published == 43
+        publisher._client._sockpairW = counting.sock
+    finally:
+        publisher.stop()
+        watcher.loop_stop()
+        watcher.disconnect()
+
+    retained: dict[str, bytes] = {}
+    later = paho.Client(CallbackAPIVersion.VERSION2, client_id="t-later")
+    later.on_message = lambda c, u, m: retained.update({m.topic: m.payload}) if m.retain else None
+    later.connect(mosquitto.host, mosquitto.port)
+    later.subscribe("hub/state/#", 1)
+    later.loop_start()
+    try:
+        wait_for(lambda: len(retained) == 6, 10, what="the retained states")
+        assert retained["hub/state/air3/pm2_5"] == b"39.5"
+        assert retained["hub/state/air9/co2"] == b"801"
+    finally:
+        later.loop_stop()
+        later.disconnect()
