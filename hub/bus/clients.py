@@ -75,6 +75,23 @@ class DirectWriteClient(paho.Client):
         super().__init__(*args, **kwargs)
         self._write_lock = threading.RLock()  # re-entrant: paho calls back from _packet_write
 
+    def _thread_main(self) -> None:
+        """paho's thread, with a longer select() timeout than loop_forever's 1 s.
+
+        An idle connection's thread woke every second only to find nothing to do; on a VM
+        each such wake-up costs a millisecond or two of CPU, a good part of the hub's idle
+        figure. Traffic, publishes and loop_stop() wake the thread anyway; what the timeout
+        is left for is keep-alive, which a look every quarter of it serves."""
+        try:
+            self.loop_forever(timeout=idle_select_s(self._keepalive), retry_first_connection=True)
+        finally:
+            self._thread = None
+
+    def loop_stop(self) -> paho.MQTTErrorCode:
+        self._thread_terminate = True  # before the wake-up: the thread must see it when woken
+        self.wake_thread()
+        return super().loop_stop()
+
     def _packet_write(self) -> paho.MQTTErrorCode:
         with self._write_lock:
             return super()._packet_write()
@@ -115,6 +132,13 @@ class DirectWriteClient(paho.Client):
         if sockpair is not None:
             with contextlib.suppress(BlockingIOError, OSError):
                 sockpair.send(b"0")
+
+
+def idle_select_s(keepalive: float) -> float:
+    """How long paho's thread may wait in select() with nothing to do: a quarter of the
+    keep-alive (a PINGREQ then goes out at most that late; brokers allow half a keep-alive
+    more), between 1 and 15 s."""
+    return max(1.0, min(15.0, keepalive / 4))
 
 
 def publish_packet(topic: str, payload: bytes, *, retain: bool, v5: bool = False) -> bytes:
