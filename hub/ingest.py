@@ -32,6 +32,7 @@ from hub.bus.reject import Rejected
 from hub.bus.router import Decoded, Router
 from hub.model import Event, Reading
 from hub.ports import CommittedFeed
+from hub.runtime import until_tick
 from hub.store.sqlite import Batch, CommitResult, DeadLetter, StoreFull, message_digest
 
 log = logging.getLogger(__name__)
@@ -434,7 +435,7 @@ class IngestCore:
         try:
             while not self._stopping:
                 try:
-                    async with asyncio.timeout(HANDOFF_CHECK_S):
+                    async with asyncio.timeout(until_tick(HANDOFF_CHECK_S)):  # on the tick
                         batch, prepared, failure = await self._handbacks.get()
                 except TimeoutError:
                     # A safety net that should never catch anything: a due batch is offered by
@@ -527,8 +528,9 @@ class IngestCore:
             self.notify(committed)
         if arm:
             assert self._loop is not None
+            # On the tick: every fifth flush shares its wake-up with the hub's 1 s tasks.
             self._flush_timer = self._loop.call_later(
-                NOTIFY_INTERVAL_S, self._flush_committed, True
+                until_tick(NOTIFY_INTERVAL_S), self._flush_committed, True
             )
 
     def _hand_back(

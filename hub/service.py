@@ -349,7 +349,7 @@ class Hub:
         store, writer, ingest = self.store, self.writer, self.ingest
         failing = False
         while True:
-            await asyncio.sleep(self.config.store.rollup_interval)
+            await asyncio.sleep(until_tick(self.config.store.rollup_interval))  # on the tick
             now_ms = int(time.time() * 1000)
             raw_cutoff = now_ms - int(retention.raw * 1000) if retention.raw else 0
             try:

@@ -168,3 +168,35 @@ def test_periodic_tasks_started_apart_wake_together_on_the_tick() -> None:
         assert 0.5 / 20 < until_tick(0.5) <= 0.5 + 0.5 / 20
 
     asyncio.run(main())
+
+
+@pytest.mark.mosquitto
+async def test_an_idle_hubs_timers_all_fall_on_the_tick(mosquitto: Mosquitto, tmp_path: Path) -> None:  # fmt: skip
+    """An idle hub's loop wakes once per tick, not at a phase of each timer's own: every
+    timer it has scheduled (status refresh, alert tick, web server tick, store maintenance,
+    ingest's safety net) falls on a whole second of the loop's clock. The maintenance round
+    (every 30 s) and ingest's 5 s look for a stuck batch each woke the loop between ticks."""
+    config = load_config(
+        None,
+        overrides={
+            ("data_dir",): str(tmp_path / "data"),
+            ("broker", "url"): mosquitto.url,
+            ("broker", "client_id"): "hub-idle-timers-test",
+            ("web", "host"): "127.0.0.1",
+            ("web", "port"): 0,
+        },
+    )
+    hub = Hub(config)
+    await hub.start()
+    try:
+        await asyncio.sleep(3.0)  # start-up is over: what is scheduled now is the idle hub's
+        loop = asyncio.get_running_loop()
+        timers = [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+        assert timers
+        off = {
+            repr(h): round(h.when() % 1.0, 4) for h in timers
+            if 0.005 < h.when() % 1.0 < 0.995
+        }  # fmt: skip
+        assert not off, off
+    finally:
+        await hub.stop()
