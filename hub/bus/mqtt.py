@@ -408,6 +408,11 @@ class MqttConnection:
         self._sink_busy = False
         self._sink_lock = threading.Lock()
         self._window_ended = False  # paho's thread paused a whole batch_wait before this read
+        # How long the sink takes for a batch (hand-off to batch_done), as a peak that decays:
+        # a batch falls due that much before batch_wait, so batch_wait bounds the age of a
+        # message at commit, not only its wait before the commit starts.
+        self._taken_at = 0.0
+        self._batch_took = 0.0
         self._inbox_due = False  # what the inbox holds has waited its batch_wait: due now
         self._protocol = self._initial_protocol()
         self._client = self._make_client()
@@ -742,12 +747,14 @@ class MqttConnection:
         how long to pause so that the rest of the batch arrives as one burst.
 
         With batches going straight to a sink, a thread that has just handed a batch over
-        (`cadence`: it may) pauses a whole batch_wait before it reads again rather than waiting
-        in select() for the next batch's first message: at a steady load that is one wake-up
-        per batch instead of two, and no message waits longer than batch_wait to be read.
-        A read that finds nothing ends it (idle: back to select())."""
+        (`cadence`: it may) pauses a whole batch_wait (less what commits take: _wait_now)
+        before it reads again rather than waiting in select() for the next batch's first
+        message: at a steady load that is one wake-up per batch instead of two, and no
+        message waits longer than batch_wait to be read. A read that finds nothing ends it
+        (idle: back to select())."""
         if self._batch_wait <= 0:
             return 0.0
+        wait = self._wait_now()
         window_ended, self._window_ended = self._window_ended, False
         if window_ended and not self._inbox:
             return 0.0  # nothing came in a whole batch_wait: idle, back to select()
@@ -758,7 +765,7 @@ class MqttConnection:
                 # (its receive time is the read's): it is due.
                 self.offer_batch(due=True)
                 self._window_ended = cadence
-                return self._batch_wait - HANDOFF_MARGIN if cadence else 0.0
+                return wait - HANDOFF_MARGIN if cadence else 0.0
             if self._waiting and self._inbox:
                 self._waiting = False
                 self._loop_call(self._wakeup.set)
@@ -770,13 +777,18 @@ class MqttConnection:
         inbox = self._inbox
         if not inbox:
             return _NEVER
-        wait = self._batch_wait
         if self._inbox_due:
             return 0.0
+        wait = self._wait_now()
         if wait <= 0 or len(inbox) >= self._batch_size:
             return 0.0
         # received_ms is the wall clock: clamp, so a clock step cannot stretch the wait.
         return min(wait, wait - (time.time() - inbox[0].received_ms / 1000))
+
+    def _wait_now(self) -> float:
+        """batch_wait less what the sink's last batches took (at most half of it)."""
+        wait = self._batch_wait
+        return wait - min(wait / 2, self._batch_took)
 
     def _loop_call(self, callback: Callable[[], object]) -> None:
         loop = self._loop
@@ -871,6 +883,9 @@ class MqttConnection:
     def batch_done(self) -> None:
         """The sink is done with its batch (committed and acked, or given up): the next due
         batch, if any, goes to it at once, in this thread."""
+        took = time.monotonic() - self._taken_at
+        # a peak that loses a tenth a batch: one slow commit shortens the next waits at once
+        self._batch_took = max(took, self._batch_took * 0.9)
         with self._sink_lock:
             self._sink_busy = False
         self.offer_batch()
@@ -888,6 +903,7 @@ class MqttConnection:
                 return False
             batch = self._take(self._batch_size)
             self._sink_busy = True
+            self._taken_at = time.monotonic()
         sink(batch)
         return True
 

@@ -81,11 +81,13 @@ class IngestConfig(ConfigModel):
         title="Group commit wait",
         description=(
             "Group commit: a batch is committed when it holds batch_max messages or its oldest "
-            "message has waited this long; acks still follow the commit. At a steady load the "
-            "hub then pays one transaction and a few thread wake-ups per batch instead of per "
-            "message (docs/performance.md). It adds up to this much to publish-to-commit "
-            "latency, and a receive-time stamp (ESPHome states) may be taken up to this much "
-            "after the broker sent the message. 0 commits as soon as a message is in."
+            "message has waited this long, less what the last commits took (so this is about "
+            "the longest a message waits to be committed, at any rate); acks still follow the "
+            "commit. At a steady load the hub then pays one transaction and a few thread "
+            "wake-ups per batch instead of per message (docs/performance.md). It adds up to "
+            "this much to publish-to-commit latency, and a receive-time stamp (ESPHome states) "
+            "may be taken up to this much after the broker sent the message. 0 commits as soon "
+            "as a message is in."
         ),
     )
     max_topic_levels: int = Field(

@@ -240,3 +240,26 @@ def test_state_mirror_writes_a_batchs_states_itself_in_order(mosquitto: Mosquitt
     finally:
         later.loop_stop()
         later.disconnect()
+
+
+def test_batch_wait_counts_the_time_the_sink_takes() -> None:
+    """A batch falls due batch_wait minus what the sink took for the last ones (a peak that
+    decays by a tenth a batch, at most half of batch_wait): batch_wait then bounds a message's
+    age at commit, at 2,000 msgs/s as at 200, not only its wait before the commit starts."""
+    connection = MqttConnection(BrokerConfig(), ["t/#"], client_id="t-budget")
+    connection._batch_wait = 0.040
+    assert connection._wait_now() == pytest.approx(0.040)
+
+    def batch_that_took(seconds: float) -> None:
+        connection._taken_at = time.monotonic() - seconds
+        connection.batch_done()
+
+    batch_that_took(0.004)
+    assert connection._wait_now() == pytest.approx(0.036, abs=0.0005)
+    batch_that_took(0.001)  # a quick one: the peak decays, it is not forgotten
+    assert connection._wait_now() == pytest.approx(0.040 - 0.0036, abs=0.0005)
+    batch_that_took(0.500)  # a stall of the store: never less than half of batch_wait
+    assert connection._wait_now() == pytest.approx(0.020)
+    for _ in range(60):
+        batch_that_took(0.001)
+    assert connection._wait_now() == pytest.approx(0.039, abs=0.0005)
