@@ -16,7 +16,7 @@ from paho.mqtt.properties import Properties
 
 from hub.bus.mqtt import Message, MqttConnection, SharedTableProperties
 from hub.config.broker import BrokerConfig
-from tests.support.connections import assert_nothing_redelivered, connected
+from tests.support.connections import CountingWakeups, assert_nothing_redelivered, connected
 from tests.support.hubproc import Publisher, wait_for
 from tests.support.mosquitto import Mosquitto
 
@@ -127,19 +127,8 @@ def test_one_wakeup_sends_every_publish_with_a_single_wakeup(mosquitto: Mosquitt
         wait_for(lambda: client.is_connected(), 10)
         time.sleep(0.3)  # the watcher's subscription is in place
 
-        class Counting:
-            def __init__(self, sock: Any) -> None:
-                self.sock, self.sends = sock, 0
-
-            def send(self, data: bytes) -> int:
-                self.sends += 1
-                return self.sock.send(data)
-
-            def __getattr__(self, name: str) -> Any:  # close() and the rest: the socket's
-                return getattr(self.sock, name)
-
         real = client._sockpairW
-        counting = Counting(real)
+        counting = CountingWakeups(real)
         client._sockpairW = counting
         with one_wakeup(client):
             for i in range(50):
@@ -156,20 +145,6 @@ def test_one_wakeup_sends_every_publish_with_a_single_wakeup(mosquitto: Mosquitt
         client.disconnect()
         watcher.loop_stop()
         watcher.disconnect()
-
-
-class _CountingSockpair:
-    """Stands in for a paho client's wake-up socket and counts the wake-ups."""
-
-    def __init__(self, sock: Any) -> None:
-        self.sock, self.sends = sock, 0
-
-    def send(self, data: bytes) -> int:
-        self.sends += 1
-        return self.sock.send(data)
-
-    def __getattr__(self, name: str) -> Any:  # close() and the rest: the socket's
-        return getattr(self.sock, name)
 
 
 def test_state_mirror_writes_a_batchs_states_itself_in_order(mosquitto: Mosquitto, tmp_path: Any) -> None:  # fmt: skip
@@ -197,7 +172,7 @@ def test_state_mirror_writes_a_batchs_states_itself_in_order(mosquitto: Mosquitt
         assert publisher.wait_connected(10)
         publisher.wait_settled(10)
         time.sleep(0.3)  # the watcher's subscription is in place
-        counting = _CountingSockpair(publisher._client._sockpairW)
+        counting = CountingWakeups(publisher._client._sockpairW)
         publisher._client._sockpairW = counting
         with publisher.batch():
             for i in range(40):

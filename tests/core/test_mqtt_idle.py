@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
@@ -19,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from hub.bus.clients import DirectWriteClient, idle_select_s, new_client
 from hub.bus.mqtt import MqttConnection
 from hub.config.broker import BrokerConfig
+from tests.support.connections import CountingWakeups
 from tests.support.hubproc import wait_for
 from tests.support.mosquitto import Mosquitto
 
@@ -31,18 +31,6 @@ def _wakeups(thread_id: int | None) -> int:
         if line.startswith("voluntary_ctxt_switches:"):
             return int(line.split()[1])
     raise AssertionError("no voluntary_ctxt_switches in /proc")
-
-
-class _CountingSockpair:
-    def __init__(self, sock: Any) -> None:
-        self.sock, self.sends = sock, 0
-
-    def send(self, data: bytes) -> int:
-        self.sends += 1
-        return self.sock.send(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.sock, name)
 
 
 def test_idle_select_is_a_quarter_of_the_keepalive_within_bounds() -> None:
@@ -114,7 +102,7 @@ def test_qos0_publish_is_written_by_the_caller_without_waking_pahos_thread(
             await asyncio.to_thread(wait_for, lambda: connection.connected, 10)
             await asyncio.sleep(0.3)
             client = connection._client
-            counting = _CountingSockpair(client._sockpairW)
+            counting = CountingWakeups(client._sockpairW)
             client._sockpairW = counting
             connection.publish("out/stats", b'{"a": 1}', qos=0)
             connection.publish("out/text", "\u00e9t\u00e9 " * 100, qos=0, retain=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from hub.bus.mqtt import MqttConnection
 from hub.config.broker import BrokerConfig
@@ -30,3 +31,18 @@ async def assert_nothing_redelivered(mosquitto: Mosquitto, client_id: str) -> No
         assert again.pending() == 0
     finally:
         again.stop()
+
+
+class CountingWakeups:
+    """Stands in for a paho client's wake-up socket (`_sockpairW`) and counts the wake-ups of
+    its thread: `client._sockpairW = CountingWakeups(client._sockpairW)`."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock, self.sends = sock, 0
+
+    def send(self, data: bytes) -> int:
+        self.sends += 1
+        return self.sock.send(data)
+
+    def __getattr__(self, name: str) -> Any:  # close() and the rest: the socket's
+        return getattr(self.sock, name)
