@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,14 @@ def until_tick(interval: float) -> float:
     delay = interval - asyncio.get_running_loop().time() % interval
     # Woken a hair before the boundary (clock resolution): the next one, not a second run now.
     return delay if delay > interval / 20 else delay + interval
+
+
+def tick_after(delay: float, tick: float = 1.0) -> float:
+    """Seconds from now to the first whole multiple of `tick` on the loop's clock that is at
+    least `delay` away: a job that runs every `delay` seconds (the store maintenance round),
+    never sooner than that after its last run or the start, yet on the hub's tick."""
+    now = asyncio.get_running_loop().time()
+    return math.ceil((now + delay) / tick) * tick - now
 
 
 @dataclass

@@ -29,7 +29,7 @@ from hub.config import HubConfig
 from hub.derive.pipeline import Derivations, DeriveConfig
 from hub.ingest import IngestCore
 from hub.ports import CommittedFeed, Ports, StoreReader
-from hub.runtime import Supervisor, until_tick
+from hub.runtime import Supervisor, tick_after, until_tick
 from hub.sources.simulate import Simulation, SimulatorPublisher, run_live, simulated_vehicle
 from hub.status_parts import MessageRate, connection_fields, ingest_fields
 from hub.store.sqlite import DeadLetterLimits, Store
@@ -349,7 +349,9 @@ class Hub:
         store, writer, ingest = self.store, self.writer, self.ingest
         failing = False
         while True:
-            await asyncio.sleep(until_tick(self.config.store.rollup_interval))  # on the tick
+            interval = self.config.store.rollup_interval
+            # A whole interval after the last round (or the start), on the tick
+            await asyncio.sleep(tick_after(interval, min(1.0, interval)))
             now_ms = int(time.time() * 1000)
             raw_cutoff = now_ms - int(retention.raw * 1000) if retention.raw else 0
             try:

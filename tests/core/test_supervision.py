@@ -200,3 +200,19 @@ async def test_an_idle_hubs_timers_all_fall_on_the_tick(mosquitto: Mosquitto, tm
         assert not off, off
     finally:
         await hub.stop()
+
+
+def test_tick_after_waits_at_least_the_delay_and_lands_on_the_tick() -> None:
+    """The store maintenance round: never sooner than its interval after the last one (or the
+    start: a hub's first seconds are not maintenance time), and on the 1 s tick."""
+    from hub.runtime import tick_after
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for delay, tick in ((30.0, 1.0), (0.1, 0.1), (2.5, 1.0)):
+            wait = tick_after(delay, tick)
+            landing = loop.time() + wait
+            assert delay <= wait < delay + tick + 0.01, (delay, wait)
+            assert min(landing % tick, tick - landing % tick) < 0.002, (delay, landing)
+
+    asyncio.run(main())
