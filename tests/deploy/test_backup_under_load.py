@@ -62,7 +62,10 @@ def test_backup_under_load_restores_everything_committed_before_it(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     (tmp_path / "hub").mkdir()
-    hub = HubProcess(tmp_path / "hub", mosquitto.url, {"store": {"synchronous": "normal"}})
+    # Raw samples kept for good: the readings are stamped 2026-01-01 (T0), and a maintenance
+    # round during the test would otherwise apply the 30-day retention to them.
+    store = {"synchronous": "normal", "retention": {"raw": 0}}
+    hub = HubProcess(tmp_path / "hub", mosquitto.url, {"store": store})
     hub.start()
     publisher = Publisher(mosquitto.host, mosquitto.port, client_id="load-publisher")
     stop = threading.Event()
