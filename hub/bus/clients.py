@@ -15,7 +15,7 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -126,6 +126,19 @@ class DirectWriteClient(paho.Client):
         with self._msgtime_mutex:
             self._last_msg_out = time.monotonic()
         return True
+
+    def send_publishes(self, messages: Sequence[tuple[str, bytes]], *, retain: bool) -> bool:
+        """QoS 0 PUBLISHes of `messages` (topic, payload), framed for this client's protocol,
+        as one write by this thread (`send_now`); False when they must go through paho."""
+        v5 = self._protocol == MQTTProtocolVersion.MQTTv5
+        return self.send_now(
+            b"".join(
+                [
+                    publish_packet(topic, payload, retain=retain, v5=v5)
+                    for topic, payload in messages
+                ]
+            )
+        )
 
     def wake_thread(self) -> None:
         sockpair = self._sockpairW

@@ -34,7 +34,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from hub.bus.clients import DirectWriteClient, new_client, no_delay, publish_packet
+from hub.bus.clients import DirectWriteClient, new_client, no_delay
 from hub.config import BrokerConfig
 from hub.threads import name_os_thread
 
@@ -929,12 +929,11 @@ class MqttConnection:
         """Fire-and-forget publish from any thread (paho queues it while reconnecting).
 
         A QoS 0 message is written by the calling thread itself where it can
-        (`DirectWriteClient.send_now`): the status published every few seconds no longer
+        (`DirectWriteClient.send_publishes`): the status published every few seconds no longer
         wakes paho's thread."""
         if qos == 0:
             data = payload.encode() if isinstance(payload, str) else payload
-            v5 = self._protocol == MQTTProtocolVersion.MQTTv5
-            if self._client.send_now(publish_packet(topic, data, retain=retain, v5=v5)):
+            if self._client.send_publishes([(topic, data)], retain=retain):
                 self.stats.published += 1
                 return
         info = self._client.publish(topic, payload, qos=qos, retain=retain)

@@ -56,7 +56,7 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from hub import __version__
 from hub.alerts.rules import Rule
 from hub.alerts.store import Alert
-from hub.bus.clients import DirectWriteClient, new_client, one_wakeup, publish_packet
+from hub.bus.clients import DirectWriteClient, new_client, one_wakeup
 from hub.config import BrokerConfig
 from hub.ha.names import HUB_SENSOR_NAMES, humanize, sensor_name
 from hub.ha.nodes import HUB_ORIGIN, NodeDirectory, NodeIdentity
@@ -445,7 +445,7 @@ class DiscoveryPublisher:
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Publishes made inside go out together at the end: the sensor states as one write
-        on the socket by this thread (`DirectWriteClient.send_now`), the rest with one
+        on the socket by this thread (`DirectWriteClient.send_publishes`), the rest with one
         wake-up of the client's thread.
 
         The state mirror sends tens of states a second at a steady load. Through paho, each
@@ -474,8 +474,7 @@ class DiscoveryPublisher:
         if not states:
             return
         self._states = []
-        data = b"".join([publish_packet(topic, payload, retain=True) for topic, payload in states])
-        if self._client.send_now(data):
+        if self._client.send_publishes(states, retain=True):
             return
         # Not now (TLS, packets of paho's waiting, reconnecting): paho's path, same order.
         for topic, payload in states:
