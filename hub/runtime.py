@@ -30,9 +30,8 @@ def until_tick(interval: float) -> float:
     same for its inputs."""
     if interval <= 0:
         return 0.0
-    delay = interval - asyncio.get_running_loop().time() % interval
     # Woken a hair before the boundary (clock resolution): the next one, not a second run now.
-    return delay if delay > interval / 20 else delay + interval
+    return tick_after(interval / 20, interval)
 
 
 def tick_after(delay: float, tick: float = 1.0) -> float:
