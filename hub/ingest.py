@@ -210,6 +210,7 @@ class IngestCore:
         *,
         batch_max: int = 5000,
         batch_wait: float = 0.0,
+        batch_size: int | None = None,
         derivers: Sequence[Deriver] = (),
         min_free_bytes: int = 0,
         retry: CommitRetry | None = None,
@@ -228,6 +229,7 @@ class IngestCore:
         self.router = router
         self.batch_max = batch_max
         self.batch_wait = batch_wait
+        self.batch_size = batch_size
         self.derivers = list(derivers)
         self.feed = feed or CommittedFeed()
         self.stats = IngestStats()
@@ -431,7 +433,9 @@ class IngestCore:
         here with backoff, stall and health as before) or an unexpected error (raised: the
         supervisor stops the hub)."""
         self._loop = asyncio.get_running_loop()
-        self.connection.deliver_batches(self._submit, self.batch_max, self.batch_wait)
+        self.connection.deliver_batches(
+            self._submit, self.batch_max, self.batch_wait, self.batch_size
+        )
         try:
             while not self._stopping:
                 try:

@@ -100,6 +100,7 @@ class Hub:
             router,
             batch_max=config.ingest.batch_max,
             batch_wait=config.ingest.batch_wait,
+            batch_size=config.ingest.batch_size,
             derivers=[self.derivations],
             min_free_bytes=int(store_config.min_free),
             feed=feed,

@@ -110,6 +110,7 @@ class Worker:
             router,
             batch_max=config.ingest.batch_max,
             batch_wait=config.ingest.batch_wait,
+            batch_size=config.ingest.batch_size,
             feed=CommittedFeed(),
             seq_base=await asyncio.to_thread(self.store.seq_base),
             shared_store=True,

@@ -396,9 +396,15 @@ class MqttConnection:
         self._wakeup = asyncio.Event()
         self._waiting = False  # next_batch waits for paho's thread to hand a batch over
         # Set by next_batch for paho's thread: group commit's wait (0: hand over every message
-        # at once) and the batch size that is handed over without waiting.
+        # at once), the most messages handed over at once, and the batch size that is handed
+        # over without waiting (`due_size`).
         self._batch_wait = 0.0
         self._batch_size = 1
+        self._due_size = 1
+        # The wait that cuts batches of about `due_size` at the rate of the last hand-off:
+        # at a high rate batches fall due by size before batch_wait (_wait_now).
+        self._size_wait = _NEVER
+        self._taken_mono = 0.0
         self._connected = threading.Event()
         self._inbox_max = config.receive_maximum
         self._room = threading.Event()
@@ -725,9 +731,9 @@ class MqttConnection:
     ) -> None:
         inbox = self._inbox
         inbox.append(Message(topic, payload, qos, mid, dup, retain, time.time_ns() // 1_000_000))
-        if self._batch_wait <= 0 or len(inbox) >= self._batch_size:
+        if self._batch_wait <= 0 or len(inbox) >= self._due_size:
             # One hand-off per batch: at once without group commit, else when the batch is
-            # full (or due: _after_burst).
+            # big enough (or due: _after_burst).
             if self._sink is not None:
                 self.offer_batch()
             elif self._waiting:
@@ -780,15 +786,16 @@ class MqttConnection:
         if self._inbox_due:
             return 0.0
         wait = self._wait_now()
-        if wait <= 0 or len(inbox) >= self._batch_size:
+        if wait <= 0 or len(inbox) >= self._due_size:
             return 0.0
         # received_ms is the wall clock: clamp, so a clock step cannot stretch the wait.
         return min(wait, wait - (time.time() - inbox[0].received_ms / 1000))
 
     def _wait_now(self) -> float:
-        """batch_wait less what the sink's last batches took (at most half of it)."""
+        """batch_wait less what the sink's last batches took (at most half of it), and no
+        longer than a batch of `due_size` takes to come in at the last batch's rate."""
         wait = self._batch_wait
-        return wait - min(wait / 2, self._batch_took)
+        return min(wait - min(wait / 2, self._batch_took), self._size_wait)
 
     def _loop_call(self, callback: Callable[[], object]) -> None:
         loop = self._loop
@@ -803,18 +810,22 @@ class MqttConnection:
 
     # -- asyncio side ---------------------------------------------------------------------------
 
-    async def next_batch(self, max_messages: int, wait_s: float = 0.0) -> list[Message]:
+    async def next_batch(
+        self, max_messages: int, wait_s: float = 0.0, due_size: int | None = None
+    ) -> list[Message]:
         """Up to `max_messages` messages; waits for at least one.
 
-        With `wait_s` > 0 (group commit), the batch is handed out when it holds `max_messages`
-        or when its oldest message has waited `wait_s` since it was received, whichever comes
-        first. A backlog (messages that queued while the last batch committed) has waited
-        already and goes out at once. The loop is woken once per batch, by paho's thread, which
-        reads the batch's last messages just before it is due; a timer slightly later is only
-        the safety net.
+        With `wait_s` > 0 (group commit), the batch is handed out when it holds `due_size`
+        messages (default `max_messages`) or when its oldest message has waited `wait_s` since
+        it was received, whichever comes first. At a steady rate paho's thread reads in
+        windows, so "holds `due_size`" is judged by the rate: the wait is cut to what
+        `due_size` messages took to come in at the last batch's rate (`_count_rate`). A
+        backlog (messages that queued while the last batch committed) has waited already and
+        goes out at once, up to `max_messages`. The loop is woken once per batch, by paho's
+        thread, which reads the batch's last messages just before it is due; a timer slightly
+        later is only the safety net.
         """
-        self._batch_size = max(1, min(max_messages, self._inbox_max))
-        self._batch_wait = wait_s
+        self._set_batching(max_messages, wait_s, due_size)
         while (due_in := self._due_in()) > HANDOFF_MARGIN:
             await self._wait_for_handoff(None if due_in == _NEVER else due_in + 0.005)
         return self._take(max_messages)
@@ -828,11 +839,29 @@ class MqttConnection:
         batch = [popleft() for _ in range(min(max_messages, size))]
         if not inbox:
             self._inbox_due = False
+        self._count_rate(len(batch))
         self.stats.received += len(batch)
         self.stats.received_bytes += sum(len(m.payload) for m in batch)
         if len(inbox) < self._inbox_max:
             self._room.set()
         return batch
+
+    def _set_batching(self, max_messages: int, wait_s: float, due_size: int | None) -> None:
+        self._batch_size = max(1, min(max_messages, self._inbox_max))
+        self._due_size = self._batch_size if due_size is None else max(1, min(due_size, self._batch_size))  # fmt: skip
+        self._batch_wait = wait_s
+        if self._due_size == self._batch_size:
+            self._size_wait = _NEVER  # only batch_max and batch_wait
+
+    def _count_rate(self, taken: int) -> None:
+        """A batch of `taken` was handed over: the wait that would cut the next one at about
+        `due_size` messages if they keep coming at this batch's rate (messages since the last
+        hand-off). After an idle spell that is long (batch_wait applies); at 2,000 msgs/s and
+        a `due_size` of 50, 25 ms."""
+        now = time.monotonic()
+        since, self._taken_mono = now - self._taken_mono, now
+        if taken and self._due_size < self._batch_size:
+            self._size_wait = self._due_size * since / taken
 
     async def _wait_for_handoff(self, timeout: float | None) -> None:
         """Until paho's thread hands a batch over (one wake-up), or `timeout`."""
@@ -853,7 +882,11 @@ class MqttConnection:
     # -- batches straight to the store thread ----------------------------------------------------
 
     def deliver_batches(
-        self, sink: Callable[[list[Message]], None], max_messages: int, wait_s: float = 0.0
+        self,
+        sink: Callable[[list[Message]], None],
+        max_messages: int,
+        wait_s: float = 0.0,
+        due_size: int | None = None,
     ) -> None:
         """From now on, each due batch (as `next_batch` would hand it out) goes to `sink`
         from the thread that finds it due, not through the event loop: paho's thread when the
@@ -864,8 +897,7 @@ class MqttConnection:
         the committed batches for the loop's listeners (IngestCore._committed_soon).
         `sink` must not block (it queues the batch for the store thread)."""
         with self._sink_lock:
-            self._batch_size = max(1, min(max_messages, self._inbox_max))
-            self._batch_wait = wait_s
+            self._set_batching(max_messages, wait_s, due_size)
             self._sink = sink
         self.offer_batch()
 

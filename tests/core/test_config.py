@@ -164,8 +164,10 @@ def test_configuration_reference_is_current() -> None:
 
 
 def test_group_commit_wait_has_bounds(tmp_path: Path) -> None:
-    assert load_config(None, environ={}).ingest.batch_wait == 0.03
+    defaults = load_config(None, environ={}).ingest
+    assert (defaults.batch_wait, defaults.batch_size) == (0.045, 50)
     assert load_config(write(tmp_path, "ingest:\n  batch_wait: 50ms\n"), environ={}).ingest.batch_wait == 0.05  # fmt: skip
     assert load_config(write(tmp_path, "ingest:\n  batch_wait: 0\n"), environ={}).ingest.batch_wait == 0  # fmt: skip
     assert any("ingest -> batch_wait" in i for i in issues(tmp_path, "ingest:\n  batch_wait: 2s\n"))
     assert any("ingest -> batch_wait" in i for i in issues(tmp_path, "ingest:\n  batch_wait: -1\n"))
+    assert any("ingest -> batch_size" in i for i in issues(tmp_path, "ingest:\n  batch_size: 0\n"))

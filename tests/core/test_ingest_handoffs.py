@@ -283,3 +283,49 @@ def test_stop_waits_for_the_batch_in_the_store_thread_and_acks_it(
             writer._executor.shutdown(wait=True)
 
     asyncio.run(main())
+
+
+def test_a_fast_stream_is_cut_by_size_and_a_trickle_waits_out_batch_wait(
+    mosquitto: Mosquitto,
+) -> None:
+    """With a batch_wait of 0.4 s and a due size of 20: a stream at about 1,000 msgs/s goes in
+    batches of about 20 (the wait is cut to what 20 messages take at the last batch's rate),
+    not in one window of 0.4 s (about 400); a trickle after it is gathered by batch_wait again.
+    Every message once, in order."""
+
+    async def main() -> None:
+        connection = await connected(mosquitto, "t-size")
+        batches: list[list[Message]] = []
+
+        def sink(batch: list[Message]) -> None:
+            batches.append(batch)
+            connection.ack(batch)
+            connection.batch_done()
+
+        publisher = Publisher(mosquitto.host, mosquitto.port)
+        try:
+            connection.deliver_batches(sink, 1000, wait_s=0.4, due_size=20)
+            for i in range(600):  # about 0.6 s
+                publisher.publish(f"t/{i}", str(i))
+                if i % 10 == 9:
+                    await asyncio.sleep(0.01)
+            assert publisher.flush(10)
+            await until(lambda: connection.stats.acked == 600, "600 acks")
+            fast = len(batches)
+            for i in range(600, 612):  # a trickle: 12 messages at 20 msgs/s
+                publisher.publish(f"t/{i}", str(i))
+                await asyncio.sleep(0.05)
+            assert publisher.flush(10)
+            await until(lambda: connection.stats.acked == 612, "612 acks")
+        finally:
+            publisher.close()
+            connection.stop()
+        assert [m.payload for b in batches for m in b] == [str(i).encode() for i in range(612)]
+        sizes = sorted(len(b) for b in batches[:fast])
+        # One window of 0.4 s would hold about 400; a slow machine's bursts make some larger
+        assert sizes[len(sizes) // 2] <= 40, sizes
+        # the trickle: gathered by batch_wait (about 8 a batch), not one batch per message
+        assert len(batches) - fast <= 5, [len(b) for b in batches[fast:]]
+        await assert_nothing_redelivered(mosquitto, "t-size")
+
+    asyncio.run(main())

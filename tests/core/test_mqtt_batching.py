@@ -238,3 +238,32 @@ def test_batch_wait_counts_the_time_the_sink_takes() -> None:
     for _ in range(60):
         batch_that_took(0.001)
     assert connection._wait_now() == pytest.approx(0.039, abs=0.0005)
+
+
+def test_batch_size_cuts_the_wait_at_the_last_batchs_rate() -> None:
+    """A batch falls due when about `due_size` messages have come in at the last hand-off's
+    rate, if that is sooner than batch_wait: at 2,000 msgs/s and 50 a batch, 25 ms; after an
+    idle spell or at a trickle batch_wait applies. Without a due size, batch_max is it."""
+    connection = MqttConnection(BrokerConfig(), ["t/#"], client_id="t-size")
+    connection._set_batching(5000, 0.045, 50)
+
+    def handed_over(messages: int, since: float) -> None:
+        connection._taken_mono = time.monotonic() - since
+        connection._count_rate(messages)
+
+    assert connection._wait_now() == pytest.approx(0.045)  # no rate seen yet
+    handed_over(100, 0.050)  # 2,000 msgs/s
+    assert connection._wait_now() == pytest.approx(0.025, abs=0.001)
+    handed_over(9, 0.045)  # 200 msgs/s: 50 would take 250 ms
+    assert connection._wait_now() == pytest.approx(0.045)
+    handed_over(1, 600.0)  # the first message after ten idle minutes
+    assert connection._wait_now() == pytest.approx(0.045)
+    connection._set_batching(5000, 0.045, 9000)  # never more than batch_max
+    assert connection._due_size == 5000
+    connection._set_batching(5000, 0.045, 50)
+    handed_over(5000, 0.010)  # a backlog
+    assert connection._wait_now() < 0.001
+    connection._set_batching(5000, 0.045, None)  # no due size: batch_max, no rate rule
+    assert connection._wait_now() == pytest.approx(0.045)
+    handed_over(5000, 0.010)
+    assert connection._wait_now() == pytest.approx(0.045)
