@@ -42,6 +42,7 @@ DERIVE_SOURCE = "derive"  # dead letters of a deriver that failed
 DERIVER_FAILED = "deriver_failed"
 MAX_DEAD_INPUTS = 1000  # readings kept in such a dead letter
 HANDOFF_CHECK_S = 5.0  # how often the loop looks for a due batch nobody handed over
+HANDOFF_GRACE_S = 1.0  # ... and counts it as missed when it had waited this long past batch_wait
 # While batches commit faster than this, the loop takes the committed ones at most this often
 # (one wake-up for several batches); a batch after a quiet spell wakes it at once.
 NOTIFY_INTERVAL_S = 0.2
@@ -444,7 +445,7 @@ class IngestCore:
                 except TimeoutError:
                     # A safety net that should never catch anything: a due batch is offered by
                     # paho's thread, or by the store thread when the batch before it is done.
-                    if self.connection.offer_batch():
+                    if self.connection.offer_overdue(HANDOFF_GRACE_S):
                         self.stats.handoffs_rescued += 1
                         log.warning(
                             "A due batch was not handed to the store thread; taken after %.0f s "

@@ -731,9 +731,10 @@ class MqttConnection:
     ) -> None:
         inbox = self._inbox
         inbox.append(Message(topic, payload, qos, mid, dup, retain, time.time_ns() // 1_000_000))
-        if self._batch_wait <= 0 or len(inbox) >= self._due_size:
+        if self._batch_wait <= 0 or len(inbox) >= self._batch_size:
             # One hand-off per batch: at once without group commit, else when the batch is
-            # big enough (or due: _after_burst).
+            # full (or due: _after_burst, which also hands over a whole burst that holds
+            # due_size: handing over at due_size here would cut a burst in two batches).
             if self._sink is not None:
                 self.offer_batch()
             elif self._waiting:
@@ -760,7 +761,6 @@ class MqttConnection:
         (idle: back to select())."""
         if self._batch_wait <= 0:
             return 0.0
-        wait = self._wait_now()
         window_ended, self._window_ended = self._window_ended, False
         if window_ended and not self._inbox:
             return 0.0  # nothing came in a whole batch_wait: idle, back to select()
@@ -771,7 +771,8 @@ class MqttConnection:
                 # (its receive time is the read's): it is due.
                 self.offer_batch(due=True)
                 self._window_ended = cadence
-                return wait - HANDOFF_MARGIN if cadence else 0.0
+                # (the wait as the hand-off left it: it may have learnt a new rate)
+                return self._wait_now() - HANDOFF_MARGIN if cadence else 0.0
             if self._waiting and self._inbox:
                 self._waiting = False
                 self._loop_call(self._wakeup.set)
@@ -839,7 +840,7 @@ class MqttConnection:
         batch = [popleft() for _ in range(min(max_messages, size))]
         if not inbox:
             self._inbox_due = False
-        self._count_rate(len(batch))
+        self._count_rate(batch)
         self.stats.received += len(batch)
         self.stats.received_bytes += sum(len(m.payload) for m in batch)
         if len(inbox) < self._inbox_max:
@@ -853,15 +854,21 @@ class MqttConnection:
         if self._due_size == self._batch_size:
             self._size_wait = _NEVER  # only batch_max and batch_wait
 
-    def _count_rate(self, taken: int) -> None:
-        """A batch of `taken` was handed over: the wait that would cut the next one at about
-        `due_size` messages if they keep coming at this batch's rate (messages since the last
-        hand-off). After an idle spell that is long (batch_wait applies); at 2,000 msgs/s and
-        a `due_size` of 50, 25 ms."""
+    def _count_rate(self, batch: list[Message]) -> None:
+        """A batch was handed over: the wait that would cut the next one at about `due_size`
+        messages if they keep coming at this batch's rate. The batch came in since the last
+        hand-off, or, after a quiet spell, since its first message was received (paho's
+        thread then waited batch_wait for the rest). At 2,000 msgs/s and a `due_size` of 50,
+        25 ms; at a trickle longer than batch_wait, which applies."""
         now = time.monotonic()
         since, self._taken_mono = now - self._taken_mono, now
-        if taken and self._due_size < self._batch_size:
-            self._size_wait = self._due_size * since / taken
+        if batch and self._due_size < self._batch_size:
+            first_age = max(0.0, time.time() - batch[0].received_ms / 1000)
+            if since - first_age > 2 * self._batch_wait:
+                # A stream that began after a quiet spell (or a stalled commit: at least
+                # half of batch_wait, so that one cannot make the next batches tiny).
+                since = max(first_age, self._batch_wait / 2)
+            self._size_wait = self._due_size * since / len(batch)
 
     async def _wait_for_handoff(self, timeout: float | None) -> None:
         """Until paho's thread hands a batch over (one wake-up), or `timeout`."""
@@ -938,6 +945,19 @@ class MqttConnection:
             self._taken_at = time.monotonic()
         sink(batch)
         return True
+
+    def offer_overdue(self, grace: float) -> bool:
+        """The loop's safety net: hand a due batch over (as `offer_batch`) and say whether it
+        was overdue, its oldest message older than batch_wait + `grace`, which only a batch
+        nobody handed over can be. One that has just fallen due is handed over too, but is
+        no sign of trouble: paho's thread pauses to the deadline it worked out when it read
+        the batch, and a slow commit since then shortens the wait (_wait_now)."""
+        try:
+            oldest_ms = self._inbox[0].received_ms
+        except IndexError:
+            return False
+        overdue = time.time() - oldest_ms / 1000 > self._batch_wait + grace
+        return self.offer_batch() and overdue
 
     def pending(self) -> int:
         return len(self._inbox)

@@ -247,17 +247,25 @@ def test_batch_size_cuts_the_wait_at_the_last_batchs_rate() -> None:
     connection = MqttConnection(BrokerConfig(), ["t/#"], client_id="t-size")
     connection._set_batching(5000, 0.045, 50)
 
-    def handed_over(messages: int, since: float) -> None:
+    def handed_over(messages: int, since: float, first_age: float = 0.0) -> None:
+        """`messages` handed over `since` s after the last batch; the first was received
+        `first_age` s ago (0: read in one burst at the end of a window)."""
         connection._taken_mono = time.monotonic() - since
-        connection._count_rate(messages)
+        received_ms = int((time.time() - first_age) * 1000)
+        batch = [Message("t/a", b"1", 1, 1, False, False, received_ms)] * messages
+        connection._count_rate(batch)
 
     assert connection._wait_now() == pytest.approx(0.045)  # no rate seen yet
     handed_over(100, 0.050)  # 2,000 msgs/s
     assert connection._wait_now() == pytest.approx(0.025, abs=0.001)
     handed_over(9, 0.045)  # 200 msgs/s: 50 would take 250 ms
     assert connection._wait_now() == pytest.approx(0.045)
-    handed_over(1, 600.0)  # the first message after ten idle minutes
+    handed_over(1, 600.0, first_age=0.045)  # the first message after ten idle minutes
     assert connection._wait_now() == pytest.approx(0.045)
+    # A stream that begins after a quiet spell: its rate is counted from its first message
+    # (received 45 ms ago, the rest read just now), not from the last batch an hour ago.
+    handed_over(90, 3600.0, first_age=0.045)
+    assert connection._wait_now() == pytest.approx(0.025, abs=0.001)
     connection._set_batching(5000, 0.045, 9000)  # never more than batch_max
     assert connection._due_size == 5000
     connection._set_batching(5000, 0.045, 50)
@@ -267,3 +275,30 @@ def test_batch_size_cuts_the_wait_at_the_last_batchs_rate() -> None:
     assert connection._wait_now() == pytest.approx(0.045)
     handed_over(5000, 0.010)
     assert connection._wait_now() == pytest.approx(0.045)
+
+
+def test_the_safety_net_counts_only_a_batch_nobody_handed_over() -> None:
+    """Ingest's check every 5 s hands over any due batch, but calls it missed (a bug, logged)
+    only when its oldest message is older than batch_wait + grace: a batch that fell due a
+    moment ago is on its way (paho's thread pauses to the deadline it worked out before a
+    slow commit shortened the wait)."""
+    connection = MqttConnection(BrokerConfig(), ["t/#"], client_id="t-net")
+    handed: list[list[Message]] = []
+    connection.deliver_batches(handed.append, 5000, 0.045, 50)
+    now_ms = time.time_ns() // 1_000_000
+
+    def queued(age_ms: int) -> None:
+        connection._inbox.append(Message("t/a", b"1", 1, 1, False, False, now_ms - age_ms))
+
+    assert connection.offer_overdue(1.0) is False  # nothing there
+    queued(60)  # due (45 ms) a moment ago
+    assert connection.offer_overdue(1.0) is False
+    assert [len(b) for b in handed] == [1]  # handed over all the same
+    connection.batch_done()
+    queued(10)  # not due yet: stays
+    assert connection.offer_overdue(1.0) is False
+    assert [len(b) for b in handed] == [1]
+    connection._inbox.clear()
+    queued(5_000)  # left behind
+    assert connection.offer_overdue(1.0) is True
+    assert [len(b) for b in handed] == [1, 1]
