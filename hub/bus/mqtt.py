@@ -404,7 +404,6 @@ class MqttConnection:
         # The wait that cuts batches of about `due_size` at the rate of the last hand-off:
         # at a high rate batches fall due by size before batch_wait (_wait_now).
         self._size_wait = _NEVER
-        self._taken_mono = 0.0
         self._connected = threading.Event()
         self._inbox_max = config.receive_maximum
         self._room = threading.Event()
@@ -417,7 +416,7 @@ class MqttConnection:
         # How long the sink takes for a batch (hand-off to batch_done), as a peak that decays:
         # a batch falls due that much before batch_wait, so batch_wait bounds the age of a
         # message at commit, not only its wait before the commit starts.
-        self._taken_at = 0.0
+        self._taken_at = 0.0  # monotonic time of the last hand-off (_take): also for the rate
         self._batch_took = 0.0
         self._inbox_due = False  # what the inbox holds has waited its batch_wait: due now
         self._protocol = self._initial_protocol()
@@ -861,7 +860,7 @@ class MqttConnection:
         thread then waited batch_wait for the rest). At 2,000 msgs/s and a `due_size` of 50,
         25 ms; at a trickle longer than batch_wait, which applies."""
         now = time.monotonic()
-        since, self._taken_mono = now - self._taken_mono, now
+        since, self._taken_at = now - self._taken_at, now
         if batch and self._due_size < self._batch_size:
             first_age = max(0.0, time.time() - batch[0].received_ms / 1000)
             if since - first_age > 2 * self._batch_wait:
@@ -942,7 +941,6 @@ class MqttConnection:
                 return False
             batch = self._take(self._batch_size)
             self._sink_busy = True
-            self._taken_at = time.monotonic()
         sink(batch)
         return True
 

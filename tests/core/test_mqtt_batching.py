@@ -250,7 +250,7 @@ def test_batch_size_cuts_the_wait_at_the_last_batchs_rate() -> None:
     def handed_over(messages: int, since: float, first_age: float = 0.0) -> None:
         """`messages` handed over `since` s after the last batch; the first was received
         `first_age` s ago (0: read in one burst at the end of a window)."""
-        connection._taken_mono = time.monotonic() - since
+        connection._taken_at = time.monotonic() - since
         received_ms = int((time.time() - first_age) * 1000)
         batch = [Message("t/a", b"1", 1, 1, False, False, received_ms)] * messages
         connection._count_rate(batch)
