@@ -26,7 +26,7 @@ from hub.ingest import IngestCore
 from hub.ports import CommittedFeed
 from hub.store.sqlite import Store
 from hub.store.writer import StoreWriter
-from tests.support.connections import assert_nothing_redelivered, connected
+from tests.support.connections import CountingWakeups, assert_nothing_redelivered, connected
 from tests.support.hubproc import Publisher, wait_for
 from tests.support.mosquitto import Mosquitto
 
@@ -148,23 +148,11 @@ def test_pahos_thread_keeps_to_the_batch_cadence_and_acks_need_no_wakeup(
             connection.batch_done()
 
         monkeypatch.setattr(mqtt.paho.select, "select", counting_select)
-        wakeups = 0
         client = connection._client
-        pair = client._sockpairW
-        assert pair is not None
-        real_pair = pair
-
-        class Counting:
-            def send(self, data: bytes) -> int:
-                nonlocal wakeups
-                wakeups += 1
-                assert pair is not None
-                return pair.send(data)
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(pair, name)
-
-        client._sockpairW = Counting()  # type: ignore[assignment]
+        real_pair = client._sockpairW
+        assert real_pair is not None
+        wakeups = CountingWakeups(real_pair)
+        client._sockpairW = wakeups
         publisher = Publisher(mosquitto.host, mosquitto.port)
         try:
             connection.deliver_batches(sink, 1000, wait_s=0.2)
@@ -185,7 +173,7 @@ def test_pahos_thread_keeps_to_the_batch_cadence_and_acks_need_no_wakeup(
         # a whole window passed without a message (a publisher that stalls for 0.2 s); one
         # per batch without the cadence.
         assert selects < len(batches) // 2, (selects, len(batches))
-        assert wakeups == 0  # the acks went out on the socket from the sink's thread
+        assert wakeups.sends == 0  # the acks went out on the socket from the sink's thread
 
     asyncio.run(main())
 
