@@ -156,12 +156,12 @@ def publish_all(
     return elapsed
 
 
-def raw_session(port: int, client_id: str, clean: bool) -> paho.Client:
+def raw_session(port: int, client_id: str, clean: bool, expiry: int = 3600) -> paho.Client:
     client = paho.Client(
         CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
     )
     props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = 3600
+    props.SessionExpiryInterval = expiry
     props.ReceiveMaximum = 10000
     client.connect("127.0.0.1", port, clean_start=clean, properties=props)
     return client
@@ -172,12 +172,8 @@ def forget_session(port: int, client_id: str) -> None:
     queue every later message for it and write them all into its persistence file at each
     autosave (every 30 s): later rounds then run against a busier broker than earlier ones,
     with stalls of up to a second at 2,000 msgs/s."""
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
-    )
-    props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = 0  # and the new, empty session ends at the disconnect
-    client.connect("127.0.0.1", port, clean_start=True, properties=props)
+    # A clean start drops the session; expiry 0 ends the new, empty one at the disconnect.
+    client = raw_session(port, client_id, True, expiry=0)
     client.loop_start()
     deadline = time.monotonic() + 10
     while not client.is_connected() and time.monotonic() < deadline:
